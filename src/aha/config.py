@@ -132,7 +132,7 @@ def from_dict(cls: type[C], data: Any, prefix: str = "") -> C:
             msg = f"unknown config key {prefix + str(key)!r}"
             if hint:
                 msg += f" (did you mean {hint}?)"
-            raise AhaError(msg + f"; run with --help-config to list every key")
+            raise AhaError(msg + "; run with --help-config to list every key")
     kwargs = {}
     for name, fld in known.items():
         if name not in data:

@@ -1,0 +1,25 @@
+# `make test` and `make demo` install whatever is missing (torch pinned to 2.13.0 first), then run.
+PYTHON ?= python3
+PIP = $(PYTHON) -m pip install --constraint constraints.txt
+STAMP = build/.installed
+
+.PHONY: install test demo lint clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m pip install torch==2.13.0
+	$(PIP) -e '.[dev]'
+	@mkdir -p build && touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PYTHON) -m pytest
+
+demo: $(STAMP)
+	$(PYTHON) -m aha.cli demo
+
+lint: $(STAMP)
+	$(PYTHON) -m ruff check src tests benchmarks
+
+clean:
+	rm -rf build runs .pytest_cache

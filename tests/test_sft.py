@@ -1,0 +1,93 @@
+"""SFT: the loss covers response tokens only; training lowers held-out loss; resume continues."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from aha.cli import main
+from aha.errors import AhaError
+from aha.models import load_tokenizer
+from aha.runs import read_jsonl
+from aha.train.sft import collate, encode_pair, read_pairs, token_budget_batches
+
+
+def test_loss_mask_covers_response_and_end_of_turn_only(tiny_model_dir):
+    tok = load_tokenizer(tiny_model_dir)
+    prompt = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Ann says Bob is a knight."}]
+    ids, n_prompt = encode_pair(tok, prompt, "<think>ok</think><answer>1</answer>")
+    _, _, labels = collate([(ids, n_prompt)], tok.pad_token_id, "cpu")
+    kept = [t for t in labels[0].tolist() if t != -100]
+    assert tok.decode(kept) == "<think>ok</think><answer>1</answer><|im_end|>"
+    assert tok.decode(ids[:n_prompt]).endswith("<|im_start|>assistant\n")
+    # the same boundary the chat template's own assistant mask gives
+    full = prompt + [{"role": "assistant", "content": "<think>ok</think><answer>1</answer>"}]
+    enc = tok.apply_chat_template(full, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    assert enc["assistant_masks"].index(1) == n_prompt
+
+
+def test_pre_opened_think_is_not_trained_twice(tiny_model_dir):
+    tok = load_tokenizer(tiny_model_dir)
+    ids, n = encode_pair(tok, [{"role": "user", "content": "q"}], "<think>x</think><answer>1</answer>", True)
+    assert tok.decode(ids[:n]).endswith("assistant\n<think>")
+    assert tok.decode(ids[n:]) == "x</think><answer>1</answer><|im_end|>"
+
+
+def test_token_budget_batches_respect_budget_and_cover_everything():
+    lengths = [5, 50, 7, 48, 6, 52, 9, 10] * 5
+    batches = token_budget_batches(lengths, batch_tokens=120, seed=0, epoch=0)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        assert max(lengths[i] for i in b) * len(b) <= 120 or len(b) == 1
+    assert batches == token_budget_batches(lengths, 120, seed=0, epoch=0)  # seeded
+    assert batches != token_budget_batches(lengths, 120, seed=0, epoch=1)  # reshuffled per epoch
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("not json", "x.jsonl:1: not valid JSON"),  # broken line
+        ('{"messages": [{"role": "user", "content": "q"}]}', "ending with an assistant turn"),  # no reply
+        ('{"text": "q"}', "needs field 'messages'"),  # unknown record shape
+        ('[1, 2]', "expected a JSON object"),  # not an object
+    ],
+)
+def test_bad_records_name_file_and_line(tmp_path, line, message):
+    path = tmp_path / "x.jsonl"
+    path.write_text(line + "\n")
+    with pytest.raises(AhaError, match=message):
+        read_pairs(path)
+
+
+def _write_pairs(path, n, offset=0):
+    rows = []
+    for i in range(offset, offset + n):
+        a, b = i % 7, (i * 3) % 5
+        rows.append({"prompt": f"What is {a} + {b}?", "response": f"<think>{a} + {b} = {a + b}</think>"
+                     f"<answer>{a + b}</answer>"})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_sft_lowers_held_out_loss_and_resumes(tmp_path, tiny_model_dir):
+    torch.set_num_threads(1)
+    _write_pairs(tmp_path / "train.jsonl", 120)
+    _write_pairs(tmp_path / "val.jsonl", 20, offset=500)
+    out = tmp_path / "run"
+    args = ["sft", f"model.path={tiny_model_dir}", f"data.files=[{tmp_path / 'train.jsonl'}]",
+            f"data.val_files=[{tmp_path / 'val.jsonl'}]", "steps=30", "lr=3e-3", "warmup_steps=5",
+            "val_every=15", "batch_tokens=1024", f"run.out_dir={out}", "checkpoint_every=15"]
+    assert main(args) == 0
+    rows = read_jsonl(out / "metrics.jsonl")
+    val = [r["val/loss"] for r in rows if "val/loss" in r]
+    assert len(val) == 2 and val[-1] < rows[0]["train/loss"] * 0.7  # clearly below the untrained loss
+    assert all(r["tokens_per_s"] > 0 for r in rows)
+    assert (out / "model" / "model.safetensors").is_file()
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(str(out / "model"))
+    # resuming with a larger step budget continues at step 31 from the newest checkpoint
+    assert main(args + [f"resume={out}", "steps=35"]) == 0
+    steps = [r["step"] for r in read_jsonl(out / "metrics.jsonl")]
+    assert steps[-6:] == [30, 31, 32, 33, 34, 35]

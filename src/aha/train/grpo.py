@@ -85,7 +85,6 @@ def completion_logprobs(model: Any, prompts: list[list[int]], completions: list[
     prompts, completions: B lists of token ids (completion lengths c_i >= 1).
     Returns logprobs (B, C) with C = max c_i, entropy (B, C) or None, and mask (B, C) (True on real tokens).
     """
-    device = next(model.parameters()).device
     seqs = [p + c for p, c in zip(prompts, completions)]
     ids, attn = pad_right(seqs, pad_id, device)  # (B, L)
     start = min(len(p) for p in prompts) - 1
@@ -157,7 +156,6 @@ def train(cfg: TrainConfig) -> Path:
     log = run.log
     seed_everything(cfg.run.seed)
     model, tokenizer = load_policy(cfg.model, cfg.lora)
-    device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id
     reference = None
     if cfg.algo.kl_coef > 0 and not cfg.lora.enabled:

@@ -125,6 +125,8 @@ class TrainConfig:
     optim: OptimConfig = section(OptimConfig, "optimizer")
     run: RunConfig = section(RunConfig, "run directory and logging")
     steps: int = option(100, "RL steps (each: sample, score, update)", min=1)
+    max_seconds: float = option(0.0, "stop after the step during which this much wall time has passed "
+                                "(0 = no limit); the learning-rate schedule still follows `steps`", min=0.0)
     val_every: int = option(0, "validate every N steps (and at the end); 0 is off", min=0)
     val_size: int = option(64, "validation examples (greedy, one sample each)", min=1)
     val_max_new_tokens: int = option(0, "generation cap for validation; 0 uses rollout.max_new_tokens", min=0)

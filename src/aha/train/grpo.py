@@ -198,6 +198,7 @@ def train(cfg: TrainConfig) -> Path:
                         keep=cfg.keep_checkpoints)
 
     step = start_step
+    loop_start = time.time()
     try:
         with progress(cfg.steps - start_step, "train", cfg.run.progress) as bar:
             for step in range(start_step + 1, cfg.steps + 1):
@@ -359,16 +360,21 @@ def train(cfg: TrainConfig) -> Path:
                     metrics["kl_in_reward"] = kl_reward_mean
                 if cfg.save_rollouts:
                     _write_rollouts(run.path / "rollouts" / f"step_{step:05d}.jsonl", step, all_rollouts)
-                if cfg.val_every and (step % cfg.val_every == 0 or step == cfg.steps):
+                out_of_time = bool(cfg.max_seconds) and time.time() - loop_start >= cfg.max_seconds
+                last = step == cfg.steps or out_of_time
+                if cfg.val_every and (step % cfg.val_every == 0 or last):
                     metrics.update(validate(model, tokenizer, generator, task, val_examples, cfg, think_preopened,
                                             run.path / "eval" / f"val_step_{step:05d}.jsonl"))
                     model.train()
-                if step % cfg.run.log_every == 0 or step == cfg.steps:
+                if step % cfg.run.log_every == 0 or last:
                     run.metrics.write(step, metrics)
                 log.info(_summary(step, cfg.steps, metrics))
                 bar.update(1, reward=metrics.get("reward/total/mean", float("nan")), acc=metrics["accuracy"])
-                if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps:
+                if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or last:
                     checkpoint(step)
+                if out_of_time:
+                    log.info(f"time budget of {cfg.max_seconds:.0f}s reached after step {step}")
+                    break
     except KeyboardInterrupt:
         done = step - 1 if step > start_step else start_step
         if done > start_step:

@@ -1,1 +1,72 @@
-"""rollout"""
+"""Generation backends behind one interface (see `base.py`).
+
+- "engine": aha's KV-cache sampler (`engine.EngineGenerator`): prefill once per group, finished rows
+  leave the batch, batch-independent seeded sampling, log-probs included. The default.
+- "hf": transformers `model.generate` (`hf.HFGenerator`): the reference implementation.
+
+`get_generator(name, model, tokenizer)` builds one. The backends import torch and transformers, so
+they are loaded on first use: importing `aha.rollout.base` stays cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from aha.errors import AhaError
+from aha.registry import closest
+from aha.rollout.base import Completion, Generator, SamplingParams
+
+if TYPE_CHECKING:
+    from aha.rollout.engine import EngineGenerator
+    from aha.rollout.hf import HFGenerator
+
+BACKENDS = ("engine", "hf")
+
+__all__ = ["BACKENDS", "Completion", "EngineGenerator", "Generator", "HFGenerator", "SamplingParams",
+           "get_generator"]
+
+
+def get_generator(name: str, model: Any, tokenizer_or_eos_ids: Any = None, *,
+                  eos_token_ids: Sequence[int] | None = None, pad_token_id: int | None = None,
+                  **options: Any) -> Generator:
+    """Build the generation backend `name` ("engine" or "hf") for `model`.
+
+    model: a transformers causal LM (optionally PEFT-wrapped); generation runs on its device and dtype.
+    tokenizer_or_eos_ids: a tokenizer (decodes text, checks stop strings, gives EOS/pad ids), or a list
+        of EOS token ids (then completions carry token ids only, text is "" and stop strings are refused).
+    eos_token_ids: EOS ids overriding the tokenizer's (default: end-of-turn token + tokenizer EOS +
+        the model's generation_config EOS).
+    pad_token_id: left-padding id (default: the tokenizer's pad token, else the first EOS id).
+    options: backend-specific keyword options (engine: max_batch_rows, compact_fraction, cache,
+        initial_capacity).
+    """
+    tokenizer = tokenizer_or_eos_ids
+    if isinstance(tokenizer_or_eos_ids, (list, tuple)):
+        tokenizer, eos_token_ids = None, eos_token_ids or list(tokenizer_or_eos_ids)
+    if name == "engine":
+        from aha.rollout.engine import EngineGenerator
+
+        return EngineGenerator(model, tokenizer, eos_token_ids=eos_token_ids, pad_token_id=pad_token_id, **options)
+    if name == "hf":
+        from aha.rollout.hf import HFGenerator
+
+        if options:
+            raise AhaError(f"the hf backend takes no options, got {sorted(options)}")
+        return HFGenerator(model, tokenizer, eos_token_ids=eos_token_ids, pad_token_id=pad_token_id)
+    hint = closest(name, list(BACKENDS))
+    raise AhaError(f"unknown generation backend {name!r}" + (f" (did you mean {hint!r}?)" if hint else "")
+                   + f"; valid names: {', '.join(BACKENDS)}")
+
+
+def __getattr__(name: str) -> Any:
+    # lazy exports: the backends pull in torch and transformers
+    if name == "EngineGenerator":
+        from aha.rollout.engine import EngineGenerator
+
+        return EngineGenerator
+    if name == "HFGenerator":
+        from aha.rollout.hf import HFGenerator
+
+        return HFGenerator
+    raise AttributeError(f"module 'aha.rollout' has no attribute {name!r}")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aha.config import LoraConfig, ModelConfig, RunConfig, option, section
+from aha.rewards.compose import RewardSpec
 
 
 @dataclass
@@ -24,15 +25,6 @@ class TaskConfig:
     options: dict[str, Any] = option({}, "keyword options of the task, e.g. {data: [file.parquet], people: '3'}")
     train_split: str = option("train", "split that supplies training prompts")
     val_split: str = option("test", "split used for validation")
-
-
-@dataclass
-class RewardSpec:
-    """One reward term of the total."""
-
-    name: str = option("correctness", "registered reward name or module:function")
-    weight: float = option(1.0, "multiplier of this reward in the total")
-    options: dict[str, Any] = option({}, "keyword options passed to the reward function")
 
 
 @dataclass

@@ -44,7 +44,7 @@ from aha.train.common import load_policy, make_optimizer, pad_right, render_prom
 from aha.train.config import TrainConfig
 
 # config keys that may differ between a run and its resumption
-_RESUME_FREE_KEYS = {"resume", "allow_config_change"}
+_RESUME_FREE_KEYS = {"resume", "allow_config_change", "max_seconds"}
 _RESUME_FREE_RUN_KEYS = {"out_dir", "progress"}
 
 
@@ -85,6 +85,7 @@ def completion_logprobs(model: Any, prompts: list[list[int]], completions: list[
     prompts, completions: B lists of token ids (completion lengths c_i >= 1).
     Returns logprobs (B, C) with C = max c_i, entropy (B, C) or None, and mask (B, C) (True on real tokens).
     """
+    device = next(model.parameters()).device
     seqs = [p + c for p, c in zip(prompts, completions)]
     ids, attn = pad_right(seqs, pad_id, device)  # (B, L)
     start = min(len(p) for p in prompts) - 1
@@ -137,7 +138,7 @@ def train(cfg: TrainConfig) -> Path:
     from aha.tasks import get_task
 
     # ---------------------------------------------------------------- set-up (cheap checks first)
-    composer = RewardComposer(cfg.rewards)  # unknown reward names/options fail here
+    composer = RewardComposer(cfg.rewards, policy_path=cfg.model.path)  # bad reward names/options fail here
     estimator = ADVANTAGES.get(cfg.algo.advantage)
     resume_from = Path(cfg.resume) if cfg.resume else None
     if resume_from is not None:
@@ -323,7 +324,7 @@ def train(cfg: TrainConfig) -> Path:
                             n_micro += 1
                             for k, v in metrics.items():
                                 loss_sums[k] = loss_sums.get(k, 0.0) + float(v)
-                            loss_sums["loss"] = loss_sums.get("loss", 0.0) + float(loss)
+                            loss_sums["loss"] = loss_sums.get("loss", 0.0) + float(loss.detach())
                         if cfg.optim.max_grad_norm > 0:
                             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
                         else:
@@ -383,7 +384,9 @@ def train(cfg: TrainConfig) -> Path:
             checkpoint(done)
         raise
     run.metrics.close()
-    log.info(f"done: {run.path}")
+    model.save_pretrained(str(run.path / "model"))
+    tokenizer.save_pretrained(str(run.path / "model"))
+    log.info(f"done: {run.path} (model in {run.path / 'model'})")
     return run.path
 
 

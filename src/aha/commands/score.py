@@ -1,0 +1,73 @@
+"""`aha score`: grade completions produced elsewhere against a task's reference answers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from aha.errors import AhaError
+
+HELP = "score completions produced elsewhere against a task's reference answers"
+DESCRIPTION = """Grade a JSONL file of completions ({"id": ..., "completion": ...} per line, several lines per id
+allowed) with a task's verifier, against the examples of a data file, and print accuracy, strict
+accuracy (correct and well formed), format rate and mean partial credit per bucket and overall.
+
+The task is built as get_task(TASK, data=[FILE, ...], **options), so any task that reads data files
+works; --task-option passes further task options (values are YAML scalars).
+
+example:  aha score --task knights-knaves --data kk_test.jsonl --completions outputs.jsonl --out scores.json
+          aha score --task knights-knaves --data test.parquet --completions out.jsonl \\
+                    --task-option think_preopened=true"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", required=True, help="registered task name (e.g. knights-knaves) or module:Class")
+    p.add_argument("--data", required=True, nargs="+", metavar="FILE", help="data file(s) holding the examples")
+    p.add_argument("--completions", required=True, metavar="FILE", help="JSONL with id and completion per line")
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="write {summary, samples} as JSON (per-sample verdicts included)")
+    p.add_argument("--split", default="test", help="split of the task to read the examples from (default test)")
+    p.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra task option, repeatable (e.g. think_preopened=true)")
+
+
+def parse_options(items: list[str]) -> dict[str, object]:
+    """KEY=VALUE strings -> options, values parsed as YAML scalars ("true", "3", "[a, b]")."""
+    import yaml
+
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise AhaError(f"--task-option {item!r} must look like KEY=VALUE")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from aha.eval.scoring import format_summary, read_completions, score_samples
+    from aha.tasks import get_task
+
+    options = parse_options(args.task_option)
+    samples = read_completions(args.completions)  # cheap checks before building the task
+    try:
+        task = get_task(args.task, data=list(args.data), **options)
+    except TypeError as exc:
+        raise AhaError(f"task {args.task!r} does not accept these options: {exc}") from exc
+    examples = list(task.examples(args.split))
+    if not examples:
+        raise AhaError(f"task {args.task!r} has no examples in split {args.split!r} of {', '.join(args.data)}")
+    records, summary = score_samples(task, examples, samples)
+    print(format_summary(summary))
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "w", encoding="utf-8") as f:
+            json.dump({"task": args.task, "data": list(args.data), "completions": str(args.completions),
+                       "summary": summary, "samples": records}, f, ensure_ascii=False, indent=1)
+        print(f"wrote {out}")
+    return 0

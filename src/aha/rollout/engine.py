@@ -1,0 +1,588 @@
+"""aha's rollout engine: a decode loop over a Hugging Face causal LM's forward with a KV cache.
+
+Why not `model.generate`: in RL sampling most of its work is wasted. Finished rows stay in the batch
+until the longest one ends, every sample of a group prefills the same prompt again, and on small
+models the per-step bookkeeping outside the model is a large share of the time. This engine:
+
+- prefills each distinct prompt once and copies its keys/values to the group's n rows;
+- drops finished rows (EOS, stop string) from the working batch, copying the cache rows that are
+  still alive, once enough rows have finished for the copy to pay for itself;
+- writes keys/values into a preallocated per-layer buffer (no concatenation per step), grown in
+  chunks so a long cap does not reserve memory that early-finishing rows never use;
+- samples with one counter-based uniform per row and step, so completion j of prompt i depends only
+  on (seed, i, j) and the logits, never on which other rows shared the batch or on the device;
+- returns the log-probability of each sampled token for free (see `sample_tokens` for which
+  distribution).
+
+Models: any decoder-only causal LM whose forward accepts `past_key_values` and `position_ids`. When
+every layer is full attention (Qwen2/2.5/3, Llama, Mistral without sliding window, Phi-3, ...) the
+preallocated "slab" cache and ready-made 4D masks are used; otherwise (sliding-window or hybrid
+layers) the engine falls back to transformers' DynamicCache with 2D masks, still with prefill sharing
+and row removal.
+
+Shared helpers used by both backends live here too: EOS resolution, the incremental stop-string
+checker and completion assembly.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from transformers.cache_utils import Cache, CacheLayerMixin, DynamicCache
+
+from aha.errors import AhaError
+from aha.rollout.base import Completion, SamplingParams
+
+# End-of-turn tokens of common chat templates (ChatML, Llama 3, Gemma, Phi-3). A chat model stops
+# its reply with these, which are often not the tokenizer's `eos_token`.
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
+
+
+# ----------------------------------------------------------------------------- shared helpers
+
+
+def model_device(model: Any) -> torch.device:
+    """The device of the model's input embeddings (where token ids must go)."""
+    try:
+        return model.get_input_embeddings().weight.device
+    except (AttributeError, NotImplementedError):
+        return next(model.parameters()).device
+
+
+def resolve_eos_ids(tokenizer: Any = None, model: Any = None, explicit: Sequence[int] | None = None) -> list[int]:
+    """The token ids that end a completion.
+
+    explicit: when given (non-empty), exactly these ids.
+    Otherwise: the chat end-of-turn tokens the tokenizer knows (END_OF_TURN_TOKENS), the tokenizer's
+    `eos_token_id`, and the model's `generation_config.eos_token_id` (int or list).
+    Raises AhaError when nothing is found: a generator that can never stop early is a configuration bug.
+    """
+    if explicit:
+        return sorted({int(i) for i in explicit})
+    ids: set[int] = set()
+    if tokenizer is not None:
+        vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
+        for token in END_OF_TURN_TOKENS:
+            if token in vocab:
+                ids.add(int(vocab[token]))
+        if getattr(tokenizer, "eos_token_id", None) is not None:
+            ids.add(int(tokenizer.eos_token_id))
+    cfg_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(cfg_eos, int):
+        ids.add(cfg_eos)
+    elif isinstance(cfg_eos, (list, tuple)):
+        ids.update(int(i) for i in cfg_eos)
+    if not ids:
+        raise AhaError("no end-of-sequence token found: give the tokenizer an eos_token or pass eos_token_ids")
+    return sorted(ids)
+
+
+def resolve_pad_id(tokenizer: Any, eos_ids: Sequence[int], explicit: int | None = None) -> int:
+    """The id used for left padding (its value never matters: padded positions are masked out)."""
+    if explicit is not None:
+        return int(explicit)
+    if tokenizer is not None and getattr(tokenizer, "pad_token_id", None) is not None:
+        return int(tokenizer.pad_token_id)
+    return int(eos_ids[0]) if eos_ids else 0
+
+
+def check_params(params: SamplingParams, tokenizer: Any) -> None:
+    """Raise AhaError for sampling settings no backend can honour."""
+    if params.n < 1:
+        raise AhaError(f"n must be >= 1, got {params.n}")
+    if params.max_new_tokens < 1:
+        raise AhaError(f"max_new_tokens must be >= 1, got {params.max_new_tokens}")
+    if params.temperature < 0:
+        raise AhaError(f"temperature must be >= 0, got {params.temperature}")
+    if not 0.0 < params.top_p <= 1.0:
+        raise AhaError(f"top_p must be in (0, 1], got {params.top_p}")
+    if params.top_k < 0:
+        raise AhaError(f"top_k must be >= 0, got {params.top_k}")
+    if params.stop and tokenizer is None:
+        raise AhaError("stop strings need a tokenizer: construct the generator with one")
+    if any(not s for s in params.stop):
+        raise AhaError("stop strings must be non-empty")
+
+
+class StopChecker:
+    """Finds the token at which a completion's decoded text first contains a stop string.
+
+    Decoding the whole completion at every step would cost O(length) per row and step, so only a tail
+    window of the row's tokens is decoded, and only after tokens that can end a stop string: a token
+    is a candidate when its own decoded text contains the last character of some stop string (or, for
+    stop strings ending in a non-ASCII character, when it decodes to a partial UTF-8 byte). Stop
+    strings ending in a space disable the filter, since some decoders drop a token's leading space.
+
+    tokenizer: decodes ids (skip_special_tokens=True).
+    stops: the stop strings (non-empty strings).
+    """
+
+    def __init__(self, tokenizer: Any, stops: Sequence[str]):
+        self.tokenizer = tokenizer
+        self.stops = list(dict.fromkeys(stops))
+        longest = max(len(s) for s in self.stops)
+        # a character is at most 4 byte-level tokens; a few more absorb tokens that decode to nothing
+        self.window = 4 * longest + 8
+        self._candidates: dict[tuple[int, str], torch.Tensor] = {}
+
+    def candidates(self, vocab_size: int, device: torch.device) -> torch.Tensor:
+        """(vocab_size,) bool: tokens after which the tail must be decoded (ids the tokenizer does not
+        know are always candidates)."""
+        key = (vocab_size, str(device))
+        if key not in self._candidates:
+            self._candidates[key] = self._build_candidates(vocab_size).to(device)
+        return self._candidates[key]
+
+    def _build_candidates(self, vocab_size: int) -> torch.Tensor:
+        lasts = {s[-1] for s in self.stops}
+        if " " in lasts:
+            return torch.ones(vocab_size, dtype=torch.bool)
+        known = min(vocab_size, len(self.tokenizer))
+        pieces = self.tokenizer.batch_decode([[i] for i in range(known)], skip_special_tokens=True)
+        partial_ok = any(ord(c) > 127 for c in lasts)
+        flags = [any(c in piece for c in lasts) or (partial_ok and "\ufffd" in piece) for piece in pieces]
+        return torch.tensor(flags + [True] * (vocab_size - known), dtype=torch.bool)  # (V,)
+
+    def hit(self, tail_ids: list[int]) -> bool:
+        """True when the decoded tail window (the row's last `window` tokens) contains a stop string."""
+        text = self.tokenizer.decode(tail_ids, skip_special_tokens=True)
+        return any(s in text for s in self.stops)
+
+    def first_stop(self, token_ids: list[int]) -> int | None:
+        """Index of the token whose addition first makes the text contain a stop string, or None."""
+        table = self.candidates(len(self.tokenizer), torch.device("cpu")).tolist()
+        for t, tok in enumerate(token_ids):
+            if (tok >= len(table) or table[tok]) and self.hit(token_ids[max(0, t + 1 - self.window): t + 1]):
+                return t
+        return None
+
+    def truncate(self, text: str) -> str:
+        """The text up to and including the earliest-ending stop string (unchanged if none occurs)."""
+        ends = [text.find(s) + len(s) for s in self.stops if s in text]
+        return text[: min(ends)] if ends else text
+
+
+def build_completions(tokenizer: Any, stop: StopChecker | None, rows: list[tuple[int, int]],
+                      tokens: list[list[int]], logprobs: list[list[float]] | None,
+                      reasons: list[str]) -> list[Completion]:
+    """Assemble Completions (decoded text, stop-truncated) for rows given as (prompt_index, sample_index).
+
+    tokens[r]: the generated ids of row r, already cut after its EOS / stop token.
+    logprobs[r]: matching per-token log-probabilities, or None for backends without them.
+    reasons[r]: "eos", "stop" or "length".
+    """
+    texts = (tokenizer.batch_decode(tokens, skip_special_tokens=True) if tokenizer is not None
+             else [""] * len(tokens))
+    out = []
+    for r, (pi, si) in enumerate(rows):
+        text = texts[r]
+        if reasons[r] == "stop" and stop is not None:
+            text = stop.truncate(text)
+        out.append(Completion(prompt_index=pi, sample_index=si, token_ids=tokens[r], text=text,
+                              finish_reason=reasons[r], logprobs=None if logprobs is None else logprobs[r]))
+    return out
+
+
+# ----------------------------------------------------------------------------- counter-based uniforms
+
+_MASK32 = 0xFFFFFFFF
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """(x * c) mod 2^32 for x in [0, 2^32) without int64 overflow: multiply by c's 16-bit halves."""
+    return (x * (c & 0xFFFF) + (((x * (c >> 16)) & 0xFFFF) << 16)) & _MASK32
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer finaliser (xor-shift-multiply, constants of Wellons' "lowbias32")."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def _combine(h: torch.Tensor, x: torch.Tensor | int) -> torch.Tensor:
+    """Hash of the pair (h, x); x is mixed first so that consecutive small integers spread."""
+    x = torch.as_tensor(x, dtype=torch.int64, device=h.device) & _MASK32
+    return _mix32(h ^ _mix32((x + 0x9E3779B9) & _MASK32))
+
+
+def row_keys(seed: int, prompt_index: torch.Tensor, sample_index: torch.Tensor) -> torch.Tensor:
+    """(B,) int64 per-row random keys in [0, 2^32) from (seed, prompt_index, sample_index)."""
+    h = _mix32(torch.tensor(seed & _MASK32, dtype=torch.int64, device=prompt_index.device))
+    h = _combine(h, (seed >> 32) & _MASK32)
+    return _combine(_combine(h.expand_as(prompt_index), prompt_index), sample_index)
+
+
+def step_uniforms(keys: torch.Tensor, step: int) -> torch.Tensor:
+    """(B,) float32 uniforms in [0, 1 - 2^-24] for generation step `step` (0-based) of each row key.
+
+    24 bits: a float32 holds them exactly, which is as fine as a float32 cumulative sum can resolve.
+    """
+    return (_combine(keys, step) >> 8).to(torch.float32) * (1.0 / (1 << 24))
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+def sample_tokens(logits: torch.Tensor, uniforms: torch.Tensor, temperature: float, top_p: float = 1.0,
+                  top_k: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample one token per row by inverse-CDF with the given uniforms.
+
+    logits: (B, V) float32 next-token logits.
+    uniforms: (B,) in [0, 1): row b takes the first token (in vocabulary order) whose cumulative
+        filtered probability exceeds uniforms[b] * total.
+    temperature: 0 = greedy (argmax; uniforms unused).
+    top_k: keep tokens whose scaled logit is >= the k-th largest (ties at the boundary are kept); 0 = off.
+    top_p: then keep the smallest set of most likely tokens (renormalised after top-k) whose mass
+        reaches top_p: a token is kept when the mass of the tokens ranked above it is < top_p.
+
+    Returns (tokens (B,) int64, logprobs (B,) float32). The log-probability is that of the token under
+    the temperature-scaled distribution BEFORE top-k/top-p filtering (log_softmax(logits / T); plain
+    log_softmax(logits) when greedy). It is a sampling diagnostic; trainers recompute their own.
+    """
+    if temperature <= 0:
+        tokens = logits.argmax(dim=-1)  # (B,)
+        logp = torch.log_softmax(logits, dim=-1)  # (B, V)
+        return tokens, logp.gather(1, tokens[:, None]).squeeze(1)
+    logp = torch.log_softmax(logits / temperature if temperature != 1.0 else logits, dim=-1)  # (B, V)
+    probs = logp.exp()  # (B, V)
+    V = probs.shape[-1]
+    if 0 < top_k < V:
+        kth = torch.topk(logp, top_k, dim=-1).values[:, -1:]  # (B, 1)
+        probs = probs.masked_fill(logp < kth, 0.0)
+    if top_p < 1.0:
+        # rank by descending probability (stable: ties keep vocabulary order)
+        sorted_p, order = torch.sort(probs, dim=-1, descending=True, stable=True)  # (B, V)
+        sorted_p = sorted_p / sorted_p.sum(-1, keepdim=True)
+        mass_above = sorted_p.cumsum(-1) - sorted_p  # (B, V)
+        drop_sorted = mass_above >= top_p
+        drop_sorted[:, 0] = False
+        probs = probs.masked_fill(torch.zeros_like(drop_sorted).scatter(1, order, drop_sorted), 0.0)
+    cdf = probs.cumsum(dim=-1)  # (B, V)
+    target = (uniforms * cdf[:, -1]).unsqueeze(1)  # (B, 1)
+    tokens = torch.searchsorted(cdf, target, right=True).squeeze(1)  # (B,)
+    # rounding can push the target onto the last cumulative value: fall back to the last kept token
+    last_kept = (V - 1) - (probs > 0).flip(-1).to(torch.int8).argmax(dim=-1)  # (B,)
+    tokens = torch.minimum(tokens, last_kept)
+    return tokens, logp.gather(1, tokens[:, None]).squeeze(1)
+
+
+# ----------------------------------------------------------------------------- the preallocated cache
+
+
+class _SlabLayer(CacheLayerMixin):
+    """One layer's keys/values in a preallocated (B, H_kv, capacity, D) buffer.
+
+    `update` writes the new positions in place and returns views of the filled prefix, so a step
+    costs no concatenation. The engine reallocates (grows, or drops finished rows) through `resize`.
+    """
+
+    is_compileable = False
+    is_sliding = False
+    is_croppable = False
+
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity = capacity
+        self.length = 0
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        B, H, _, D = key_states.shape
+        self.keys = key_states.new_empty((B, H, self.capacity, D))  # (B, H, C, D)
+        self.values = value_states.new_empty((B, H, self.capacity, value_states.shape[-1]))  # (B, H, C, Dv)
+        self.is_initialized = True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
+               **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        end = self.length + key_states.shape[-2]
+        if end > self.capacity:
+            raise RuntimeError(f"KV buffer overflow: {end} > capacity {self.capacity}")
+        self.keys[:, :, self.length:end] = key_states
+        self.values[:, :, self.length:end] = value_states
+        self.length = end
+        return self.keys[:, :, :end], self.values[:, :, :end]
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.length + query_length, 0
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def get_max_length(self) -> int:
+        return self.capacity
+
+    def resize(self, rows: torch.Tensor | None, capacity: int) -> None:
+        """Keep batch rows `rows` (in that order, repeats allowed; None = all) in a buffer of `capacity`."""
+        L = self.length
+        for name in ("keys", "values"):
+            old = getattr(self, name)
+            new = old.new_empty((old.shape[0] if rows is None else rows.shape[0], old.shape[1], capacity,
+                                 old.shape[3]))
+            new[:, :, :L] = old[:, :, :L] if rows is None else old[:, :, :L].index_select(0, rows)
+            setattr(self, name, new)
+        self.capacity = capacity
+
+
+class SlabCache(Cache):
+    """A transformers Cache made of `_SlabLayer`s (one per decoder layer)."""
+
+    def __init__(self, num_layers: int, capacity: int):
+        super().__init__(layers=[_SlabLayer(capacity) for _ in range(num_layers)])
+
+    @property
+    def capacity(self) -> int:
+        return self.layers[0].capacity
+
+    def resize(self, rows: torch.Tensor | None, capacity: int) -> None:
+        for layer in self.layers:
+            layer.resize(rows, capacity)
+
+
+def _full_attention_only(config: Any) -> bool:
+    """True when every layer attends to the whole past (no sliding window, chunked or linear layers)."""
+    types = getattr(config, "layer_types", None)
+    if types is not None:
+        return all(t == "full_attention" for t in types)
+    if getattr(config, "use_sliding_window", False) and getattr(config, "sliding_window", None):
+        return False
+    return getattr(config, "attention_chunk_size", None) is None
+
+
+def _hf_model(model: Any) -> Any:
+    """The transformers model under a PEFT wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+# ----------------------------------------------------------------------------- the engine
+
+
+class EngineGenerator:
+    """aha's KV-cache sampler behind the `Generator` interface (see the module docstring).
+
+    model: a transformers causal LM (optionally PEFT-wrapped), on any device and dtype.
+    tokenizer: decodes completions (skip special tokens) and checks stop strings; may be None, then
+        text is "" and stop strings are refused.
+    eos_token_ids: ids that end a completion; default: see `resolve_eos_ids`.
+    pad_token_id: left-padding id (masked, so its value is irrelevant); default: the tokenizer's pad.
+    max_batch_rows: at most this many rows (prompts x n) decode together; more are run group by group
+        in successive batches (bounds memory). None = all at once.
+    compact_fraction: finished rows are removed from the batch once they are at least this fraction of
+        it (their compute is wasted until then, but each removal copies the live cache rows).
+    cache: "auto" (the slab cache for full-attention models, else DynamicCache), "slab" or "dynamic".
+    initial_capacity: generated positions reserved at first; the buffer doubles when full.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any = None, *, eos_token_ids: Sequence[int] | None = None,
+                 pad_token_id: int | None = None, max_batch_rows: int | None = None,
+                 compact_fraction: float = 0.25, cache: str = "auto", initial_capacity: int = 128):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.eos_ids = resolve_eos_ids(tokenizer, model, eos_token_ids)
+        self.pad_id = resolve_pad_id(tokenizer, self.eos_ids, pad_token_id)
+        self.max_batch_rows = max_batch_rows
+        self.compact_fraction = compact_fraction
+        self.initial_capacity = max(1, initial_capacity)
+        hf = _hf_model(model)
+        config = hf.config
+        if cache not in ("auto", "slab", "dynamic"):
+            raise AhaError(f"unknown cache {cache!r}; valid: auto, slab, dynamic")
+        full = _full_attention_only(config)
+        if cache == "slab" and not full:
+            raise AhaError("the slab cache needs a model whose layers are all full attention; use cache='dynamic'")
+        self.use_slab = full if cache == "auto" else cache == "slab"
+        attn = getattr(config, "_attn_implementation", None) or "eager"
+        # ready-made 4D masks skip transformers' mask construction at every step; other attention
+        # kernels (flash, flex) want the 2D padding mask
+        self.mask_kind = ("bool4d" if attn == "sdpa" else "float4d" if attn == "eager" else "2d") \
+            if self.use_slab else "2d"
+        self.num_layers = config.num_hidden_layers
+        params = inspect.signature(hf.forward).parameters
+        self._keep_last = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        self._stop_cache: dict[tuple[str, ...], StopChecker] = {}
+
+    # ------------------------------------------------------------------ public API
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
+        """Sample `params.n` completions per prompt; ordered by (prompt_index, sample_index).
+
+        prompts: token ids per prompt (no padding, non-empty).
+        params: temperature, top_p, top_k, max_new_tokens, n, stop strings, seed (see SamplingParams).
+        """
+        check_params(params, self.tokenizer)
+        if any(len(p) == 0 for p in prompts):
+            raise AhaError("empty prompt: every prompt needs at least one token")
+        if not prompts:
+            return []
+        stop = self._stop_checker(params.stop)
+        n = params.n
+        rows = [(i, j) for i in range(len(prompts)) for j in range(n)]
+        per_batch = len(rows) if not self.max_batch_rows else max(n, self.max_batch_rows // n * n)
+        tokens: list[list[int]] = []
+        logprobs: list[list[float]] = []
+        reasons: list[str] = []
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                for start in range(0, len(rows), per_batch):
+                    chunk = rows[start:start + per_batch]
+                    t, lp, r = self._generate_rows(prompts, chunk, params, stop)
+                    tokens += t
+                    logprobs += lp
+                    reasons += r
+        finally:
+            self.model.train(was_training)
+        return build_completions(self.tokenizer, stop, rows, tokens, logprobs, reasons)
+
+    # ------------------------------------------------------------------ internals
+
+    def _stop_checker(self, stops: list[str]) -> StopChecker | None:
+        if not stops:
+            return None
+        key = tuple(stops)
+        if key not in self._stop_cache:
+            self._stop_cache[key] = StopChecker(self.tokenizer, stops)
+        return self._stop_cache[key]
+
+    def _forward(self, ids: torch.Tensor, mask: Any, pos: torch.Tensor, cache: Cache) -> torch.Tensor:
+        """Next-token logits (B, V) float32 of the last position."""
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                         use_cache=True, **self._keep_last)
+        return out.logits[:, -1, :].float()
+
+    def _mask(self, valid: torch.Tensor, q_len: int) -> Any:
+        """Attention mask for queries that are the last `q_len` of the keys described by valid (B, K)."""
+        if self.mask_kind == "2d":
+            return valid.to(torch.long)  # (B, K)
+        K = valid.shape[1]
+        if q_len == 1:
+            allowed = valid[:, None, None, :]  # (B, 1, 1, K)
+        else:
+            qpos = torch.arange(K - q_len, K, device=valid.device)[:, None]  # (q, 1)
+            kpos = torch.arange(K, device=valid.device)[None, :]  # (1, K)
+            # padded queries attend to themselves so no softmax row is empty (NaNs would reach the cache)
+            allowed = (kpos <= qpos)[None] & (valid[:, None, :] | (kpos == qpos)[None])  # (B, q, K)
+            allowed = allowed[:, None]  # (B, 1, q, K)
+        if self.mask_kind == "bool4d":
+            return allowed
+        dtype = next(self.model.parameters()).dtype
+        return torch.zeros(allowed.shape, dtype=dtype, device=valid.device).masked_fill_(
+            ~allowed, torch.finfo(dtype).min)
+
+    def _generate_rows(self, prompts: list[list[int]], rows: list[tuple[int, int]], params: SamplingParams,
+                       stop: StopChecker | None) -> tuple[list[list[int]], list[list[float]], list[str]]:
+        """Decode the given rows together; returns per-row tokens, log-probs and finish reasons."""
+        device = model_device(self.model)
+        max_new = params.max_new_tokens
+        # ---- prefill each distinct prompt once
+        unique: dict[tuple[int, ...], int] = {}
+        row_unique = [unique.setdefault(tuple(prompts[pi]), len(unique)) for pi, _ in rows]
+        uprompts = list(unique)
+        U, P, R = len(uprompts), max(len(p) for p in uprompts), len(rows)
+        ids = torch.full((U, P), self.pad_id, dtype=torch.long)
+        for u, p in enumerate(uprompts):
+            ids[u, P - len(p):] = torch.tensor(p, dtype=torch.long)
+        ids = ids.to(device)  # (U, P)
+        plen = torch.tensor([len(p) for p in uprompts], device=device)  # (U,)
+        pads = P - plen  # (U,)
+        valid_u = torch.arange(P, device=device)[None, :] >= pads[:, None]  # (U, P)
+        padded = bool((pads > 0).any())
+        pos_u = (torch.arange(P, device=device)[None, :] - pads[:, None]).clamp_(min=0)  # (U, P)
+        gen_cap = min(max_new, self.initial_capacity)
+        if self.use_slab:
+            cache: Cache = SlabCache(self.num_layers, P)
+            mask = self._mask(valid_u, P) if padded or self.mask_kind == "2d" else None
+        else:
+            cache = DynamicCache(config=_hf_model(self.model).config)
+            mask = valid_u.to(torch.long)
+        logits = self._forward(ids, mask, pos_u, cache)  # (U, V)
+
+        # ---- expand to one row per (prompt, sample)
+        ru = torch.tensor(row_unique, device=device)  # (R,)
+        if self.use_slab:
+            cache.resize(ru, P + gen_cap)
+        else:
+            cache.batch_select_indices(ru)
+        logits = logits.index_select(0, ru)  # (R, V)
+        pos = plen.index_select(0, ru)  # (R,) position of the next token
+        capacity = P + gen_cap
+        track_mask = padded or self.mask_kind == "2d"
+        valid = None
+        if track_mask:
+            valid = torch.ones((R, capacity), dtype=torch.bool, device=device)  # (R, C)
+            valid[:, :P] = valid_u.index_select(0, ru)
+        keys = row_keys(params.seed, torch.tensor([pi for pi, _ in rows], device=device),
+                        torch.tensor([si for _, si in rows], device=device))  # (R,)
+        eos = torch.tensor(self.eos_ids, device=device)
+        stop_table = stop.candidates(logits.shape[-1], device) if stop is not None else None
+
+        out_tok = torch.zeros((R, max_new), dtype=torch.long, device=device)  # (R, T)
+        out_lp = torch.zeros((R, max_new), dtype=torch.float32, device=device)  # (R, T)
+        lengths = [max_new] * R
+        reasons = ["length"] * R
+        slot_rows = list(range(R))  # batch slot -> row
+        slot_idx = torch.arange(R, device=device)  # (B,) same, on device
+        alive = [True] * R  # per batch slot
+        n_dead = 0
+        L = P  # filled cache length
+        for t in range(max_new):
+            tok, lp = sample_tokens(logits, step_uniforms(keys, t), params.temperature, params.top_p,
+                                    params.top_k)  # (B,), (B,)
+            out_tok[slot_idx, t] = tok
+            out_lp[slot_idx, t] = lp
+            flags = torch.isin(tok, eos).to(torch.int8)  # (B,) 1 = EOS
+            if stop_table is not None:
+                flags = flags | (stop_table[tok].to(torch.int8) << 1)  # 2 = may complete a stop string
+            for slot, f in enumerate(flags.tolist()):
+                if not f or not alive[slot]:
+                    continue
+                row = slot_rows[slot]
+                if f & 1:
+                    finished = "eos"
+                elif stop is not None and stop.hit(out_tok[row, max(0, t + 1 - stop.window): t + 1].tolist()):
+                    finished = "stop"
+                else:
+                    continue
+                alive[slot] = False
+                n_dead += 1
+                lengths[row], reasons[row] = t + 1, finished
+            if t + 1 == max_new or n_dead == len(slot_rows):
+                break
+            # ---- drop finished rows / grow the buffer
+            need_grow = L + 1 > capacity
+            if n_dead and (need_grow or n_dead >= self.compact_fraction * len(slot_rows)):
+                keep_slots = [s for s, a in enumerate(alive) if a]
+                keep = torch.tensor(keep_slots, device=device)
+                slot_rows = [slot_rows[s] for s in keep_slots]
+                alive = [True] * len(slot_rows)
+                n_dead = 0
+                slot_idx, keys, pos, tok = (x.index_select(0, keep) for x in (slot_idx, keys, pos, tok))
+                if valid is not None:
+                    valid = valid.index_select(0, keep)
+            else:
+                keep = None
+            if need_grow or keep is not None:
+                if need_grow:
+                    gen_cap = min(max_new, 2 * gen_cap)
+                    capacity = P + gen_cap
+                    if valid is not None:
+                        valid = torch.cat([valid, valid.new_ones((valid.shape[0], capacity - valid.shape[1]))], 1)
+                if self.use_slab:
+                    cache.resize(keep, capacity)
+                elif keep is not None:
+                    cache.batch_select_indices(keep)
+            # ---- next step
+            mask = self._mask(valid[:, :L + 1], 1) if valid is not None else None
+            logits = self._forward(tok[:, None], mask, pos[:, None], cache)  # (B, V)
+            pos = pos + 1
+            L += 1
+        toks = out_tok.tolist()
+        lps = out_lp.tolist()
+        return ([toks[r][:lengths[r]] for r in range(R)], [lps[r][:lengths[r]] for r in range(R)], reasons)

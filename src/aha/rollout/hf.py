@@ -1,0 +1,108 @@
+"""The transformers `generate` backend: the reference the engine is checked against.
+
+Each prompt is repeated n times, left-padded into one batch and handed to `model.generate`; stop
+strings go to generate's own `stop_strings` criterion so rows stop early, and every row is trimmed
+after its first EOS or stop string afterwards (generate pads finished rows until the longest one ends).
+
+Seeding: `torch.manual_seed(seed)` inside a forked RNG state (the caller's global RNG is untouched).
+Generate draws from one global stream for the whole batch, so a completion depends on the batch it
+was sampled in: the same prompts with the same seed give the same completions, but sampling a prompt
+alone or with other prompts does not. Use the engine backend when that matters.
+
+Log-probabilities are not returned (Completion.logprobs is None).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from aha.errors import AhaError
+from aha.rollout.base import Completion, SamplingParams
+from aha.rollout.engine import (
+    StopChecker,
+    build_completions,
+    check_params,
+    model_device,
+    resolve_eos_ids,
+    resolve_pad_id,
+)
+
+
+class HFGenerator:
+    """`Generator` over transformers' `model.generate`.
+
+    model: a transformers causal LM (optionally PEFT-wrapped), on any device and dtype.
+    tokenizer: decodes completions and serves generate's stop-string criterion; may be None, then text
+        is "" and stop strings are refused.
+    eos_token_ids: ids that end a completion; default: see `resolve_eos_ids`.
+    pad_token_id: left-padding id; default: the tokenizer's pad token, else the first EOS id.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any = None, *, eos_token_ids: Sequence[int] | None = None,
+                 pad_token_id: int | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.eos_ids = resolve_eos_ids(tokenizer, model, eos_token_ids)
+        self.pad_id = resolve_pad_id(tokenizer, self.eos_ids, pad_token_id)
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
+        """Sample `params.n` completions per prompt; ordered by (prompt_index, sample_index).
+
+        prompts: token ids per prompt (no padding, non-empty).
+        params: temperature (0 = greedy), top_p, top_k (0 = off), max_new_tokens, n, stop, seed.
+        """
+        from transformers import GenerationConfig
+
+        check_params(params, self.tokenizer)
+        if any(len(p) == 0 for p in prompts):
+            raise AhaError("empty prompt: every prompt needs at least one token")
+        if not prompts:
+            return []
+        n = params.n
+        rows = [(i, j) for i in range(len(prompts)) for j in range(n)]
+        P = max(len(p) for p in prompts)
+        ids = torch.full((len(rows), P), self.pad_id, dtype=torch.long)  # (R, P)
+        attn = torch.zeros((len(rows), P), dtype=torch.long)  # (R, P)
+        for r, (i, _) in enumerate(rows):
+            ids[r, P - len(prompts[i]):] = torch.tensor(prompts[i], dtype=torch.long)
+            attn[r, P - len(prompts[i]):] = 1
+        device = model_device(self.model)
+        sampling = params.temperature > 0
+        # explicit values: unset (None) fields are filled from the model's generation_config, which
+        # often sets top_k=50 or a repetition penalty that would silently change the sampler
+        knobs = dict(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k) if sampling else {}
+        config = GenerationConfig(
+            max_new_tokens=params.max_new_tokens, do_sample=sampling, num_beams=1, repetition_penalty=1.0,
+            eos_token_id=list(self.eos_ids), pad_token_id=self.pad_id, stop_strings=list(params.stop) or None,
+            **knobs)
+        extra = {"tokenizer": self.tokenizer} if params.stop else {}
+        devices = [device] if device.type == "cuda" else []
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.random.fork_rng(devices=devices), torch.inference_mode():
+                torch.manual_seed(params.seed)
+                out = self.model.generate(input_ids=ids.to(device), attention_mask=attn.to(device),
+                                          generation_config=config, **extra)
+        finally:
+            self.model.train(was_training)
+        generated = out[:, P:].tolist()  # (R, <= max_new_tokens)
+        stop = StopChecker(self.tokenizer, params.stop) if params.stop else None
+        eos = set(self.eos_ids)
+        tokens, reasons = [], []
+        for seq in generated:
+            end, reason = len(seq), "length"
+            for t, tok in enumerate(seq):
+                if tok in eos:
+                    end, reason = t + 1, "eos"
+                    break
+            if stop is not None:
+                hit = stop.first_stop(seq[:end])
+                if hit is not None:
+                    end, reason = hit + 1, "stop"
+            tokens.append(seq[:end])
+            reasons.append(reason)
+        return build_completions(self.tokenizer, stop, rows, tokens, None, reasons)

@@ -1,0 +1,79 @@
+"""`aha eval`: sample a model n times per problem and report accuracy, pass@k and per-bucket tables."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from aha.errors import AhaError
+
+HELP = "evaluate a model: n samples per problem, pass@k with bootstrap intervals, per-bucket tables"
+DESCRIPTION = """Evaluate a model folder (full model or LoRA adapter) on a task's data files.
+
+examples:
+  aha eval --model runs/train-X/model --task knights-knaves --data kk/3ppl_test.parquet kk/5ppl_test.parquet
+  aha eval --model models/m --task aime --data aime_2021_2024.jsonl --n 16 --temperature 0.6 --top-p 0.95
+  aha eval --model models/m --task knights-knaves --task-option people=2-3 --task-option count=300
+
+Writes --out DIR (default runs/eval-<date>-<time>): samples.jsonl, results.json and results.md.
+Interrupted? Run the same command again: problems already sampled are kept."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model or adapter folder")
+    p.add_argument("--task", default="knights-knaves", help="registered task name or module:Class")
+    p.add_argument("--data", nargs="*", default=None, metavar="FILE", help="data files (else the task generates)")
+    p.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra task option, repeatable (e.g. think_preopened=true)")
+    p.add_argument("--split", default="test", help="split to evaluate (default test)")
+    p.add_argument("--limit", type=int, default=0, help="evaluate at most this many problems (0 = all)")
+    p.add_argument("--n", type=int, default=1, help="samples per problem (default 1)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus threshold (default 1.0 = off)")
+    p.add_argument("--top-k", type=int, default=0, help="top-k filter (default 0 = off)")
+    p.add_argument("--max-new-tokens", type=int, default=1024, help="cap on new tokens (default 1024)")
+    p.add_argument("--stop", nargs="*", default=["</answer>"], help="stop strings (default </answer>)")
+    p.add_argument("--batch-prompts", type=int, default=32, help="problems per generation call (default 32)")
+    p.add_argument("--backend", default="engine", choices=["engine", "hf"], help="generation backend")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
+    p.add_argument("--out", default=None, help="output folder")
+    p.add_argument("--label", default="", help="name of this model in tables (default: the model folder)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from aha.commands.score import parse_options
+    from aha.eval.runner import evaluate
+    from aha.models import load_model, load_tokenizer
+    from aha.rollout.base import SamplingParams
+    from aha.runs import default_run_dir
+    from aha.tasks import get_task
+
+    if args.n < 1:
+        raise AhaError("--n must be at least 1")
+    if args.temperature == 0 and args.n > 1:
+        raise AhaError("greedy decoding (--temperature 0) gives n identical samples; set --temperature > 0")
+    options = parse_options(args.task_option)
+    if args.data:
+        options["data"] = list(args.data)
+    try:
+        task = get_task(args.task, **options)
+    except TypeError as exc:
+        raise AhaError(f"task {args.task!r} does not accept these options: {exc}") from exc
+    examples = list(task.examples(args.split))
+    if args.limit:
+        examples = examples[: args.limit]
+    if not examples:
+        raise AhaError(f"task {args.task!r} has no examples in split {args.split!r}")
+    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    tokenizer = load_tokenizer(args.model)
+    params = SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+                            max_new_tokens=args.max_new_tokens, n=args.n, stop=list(args.stop), seed=args.seed)
+    out = Path(args.out) if args.out else default_run_dir("eval")
+    results = evaluate(model, tokenizer, task, examples, params, out, batch_prompts=args.batch_prompts,
+                       backend=args.backend, label=args.label or Path(args.model).name)
+    print((out / "results.md").read_text())
+    print(f"wrote {out}")
+    del results
+    return 0

@@ -1,0 +1,224 @@
+"""Evaluation: sample n completions per problem, verify them, and report.
+
+`evaluate(...)` writes into an output folder:
+    samples.jsonl   every completion with its verdict, length, finish reason and reflection count
+    results.json    accuracy (pass@1 averaged over n), pass_at_k {k: ...} with bootstrap intervals,
+                    buckets {name: ...}, n_samples, sampling, format rate, lengths, reflection stats
+    results.md      the same as tables (per-bucket table with an unweighted Avg column)
+
+It is resumable: samples are appended a chunk of problems at a time, and a re-run with the same
+settings skips problems that already have all n samples. `build_results` and `results_markdown`
+turn any list of scored records into the report, so `aha score` shares them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aha.errors import AhaError
+from aha.eval.reflection import count_reflections
+from aha.eval.stats import count_correct, default_ks, pass_at_k_intervals, wilson_interval
+from aha.eval.tables import accuracy_table, markdown_table, natural_key, response_stats
+from aha.rollout.base import SamplingParams
+from aha.runs import append_jsonl, progress, read_jsonl
+from aha.tasks.base import Example
+
+
+def _settings_of(params: SamplingParams, extra: dict[str, Any]) -> dict[str, Any]:
+    return {"n": params.n, "temperature": params.temperature, "top_p": params.top_p, "top_k": params.top_k,
+            "max_new_tokens": params.max_new_tokens, "stop": list(params.stop), "seed": params.seed, **extra}
+
+
+def evaluate(model: Any, tokenizer: Any, task: Any, examples: list[Example], params: SamplingParams,
+             out_dir: str | Path, batch_prompts: int = 32, backend: str = "engine", label: str = "",
+             show_progress: bool = True, generator: Any = None) -> dict[str, Any]:
+    """Sample, verify, and write samples.jsonl / results.json / results.md into `out_dir`.
+
+    examples: the problems (ids must be unique). params: sampling settings (params.n samples each).
+    Returns the results dict (also written as results.json).
+    """
+    from aha.train.common import render_prompt
+    from aha.train.grpo import safe_verify
+
+    ids = [ex.id for ex in examples]
+    if len(set(ids)) != len(ids):
+        raise AhaError("example ids are not unique; evaluation pairs samples by id")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = _settings_of(params, {"task": getattr(task, "name", type(task).__name__), "problems": len(examples)})
+    settings_file = out / "eval_settings.json"
+    samples_file = out / "samples.jsonl"
+    done: dict[str, list[dict[str, Any]]] = {}
+    if samples_file.exists() and settings_file.exists():
+        if json.loads(settings_file.read_text()) != json.loads(json.dumps(settings)):
+            raise AhaError(f"{out} holds an evaluation with other settings; use another --out or delete it")
+        for r in read_jsonl(samples_file):
+            done.setdefault(r["id"], []).append(r)
+        # keep only problems with all n samples; a chunk cut short is redone whole
+        done = {k: v for k, v in done.items() if len(v) == params.n}
+        samples_file.write_text("".join(json.dumps(r) + "\n" for rs in done.values() for r in rs))
+    elif samples_file.exists():
+        samples_file.unlink()
+    settings_file.write_text(json.dumps(settings, indent=2))
+
+    think_preopened = bool(getattr(task, "think_preopened", False))
+    if generator is None:
+        from aha.rollout import get_generator
+
+        generator = get_generator(backend, model, tokenizer)
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    gen_tokens, gen_seconds = 0, 0.0
+    import torch
+
+    with progress(len(examples), f"eval {label}".strip(), show_progress) as bar:
+        bar.update(len(done))
+        for start in range(0, len(examples), batch_prompts):
+            chunk = examples[start:start + batch_prompts]
+            todo = [ex for ex in chunk if ex.id not in done]
+            if not todo:
+                continue
+            chunk = todo if len(todo) == len(chunk) else chunk  # a partly done chunk is redone whole
+            prompts = [render_prompt(tokenizer, ex.prompt, think_preopened) for ex in chunk]
+            chunk_params = SamplingParams(**{**params.__dict__, "seed": params.seed + start})
+            t0 = time.time()
+            with torch.no_grad():
+                completions = generator.generate(prompts, chunk_params)
+            gen_seconds += time.time() - t0
+            rows = []
+            for c in completions:
+                ex = chunk[c.prompt_index]
+                verdict = safe_verify(task, c.text, ex)
+                gen_tokens += len(c.token_ids)
+                rows.append({"id": ex.id, "bucket": ex.bucket, "sample": c.sample_index, "completion": c.text,
+                             "num_tokens": len(c.token_ids), "finish_reason": c.finish_reason,
+                             "reflections": count_reflections(c.text), **verdict.to_dict()})
+            rows = [r for r in rows if r["id"] not in done]
+            append_jsonl(samples_file, rows)
+            for r in rows:
+                done.setdefault(r["id"], []).append(r)
+            bar.update(len(todo))
+    if was_training and hasattr(model, "train"):
+        model.train()
+    records = [r for ex in examples for r in done.get(ex.id, [])]
+    results = build_results(records, settings, label=label)
+    if gen_seconds > 0:
+        results["generation"] = {"tokens": gen_tokens, "seconds": round(gen_seconds, 3),
+                                 "tokens_per_s": gen_tokens / gen_seconds}
+    write_results(results, out)
+    return results
+
+
+def build_results(records: list[dict[str, Any]], sampling: dict[str, Any], label: str = "",
+                  n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """The machine-readable report of scored records (one per sample; several samples per id).
+
+    accuracy is pass@1 averaged over samples and then over problems; pass_at_k uses the unbiased
+    estimator for k = 1, 2, 4, ... up to the smallest sample count per problem, each with a
+    percentile-bootstrap 95% interval over problems; buckets carry the same per bucket plus a
+    Wilson interval of the sample-level accuracy.
+    """
+    if not records:
+        raise AhaError("nothing to report: no scored samples")
+
+    def block(rs: list[dict[str, Any]]) -> dict[str, Any]:
+        _, n, c = count_correct(rs)
+        intervals = pass_at_k_intervals(n, c, n_boot=n_boot, seed=seed)
+        k1 = intervals[1]
+        stats = response_stats(rs, reflection_counter=count_reflections)
+        wilson = wilson_interval(int(c.sum()), int(n.sum()))
+        return {
+            "accuracy": k1.estimate, "ci_low": k1.low, "ci_high": k1.high,
+            "wilson_low": wilson.low, "wilson_high": wilson.high,
+            "problems": int(len(n)), "samples": int(n.sum()),
+            "pass_at_k": {str(k): iv.estimate for k, iv in intervals.items()},
+            "pass_at_k_ci": {str(k): [iv.low, iv.high] for k, iv in intervals.items()},
+            **{k: v for k, v in stats.items() if k not in ("samples", "problems", "accuracy")},
+        }
+
+    overall = block(records)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault(str(r.get("bucket", "all")), []).append(r)
+    buckets = {b: block(groups[b]) for b in sorted(groups, key=natural_key)}
+    n_min = int(count_correct(records)[1].min())
+    return {
+        "label": label,
+        "accuracy": overall["accuracy"],
+        "ci_low": overall["ci_low"],
+        "ci_high": overall["ci_high"],
+        "bucket_avg": float(np.mean([b["accuracy"] for b in buckets.values()])),
+        "pass_at_k": overall["pass_at_k"],
+        "pass_at_k_ci": overall["pass_at_k_ci"],
+        "n_samples": n_min,
+        "sampling": sampling,
+        "overall": overall,
+        "buckets": buckets,
+        "ks": default_ks(n_min),
+    }
+
+
+def results_markdown(results: dict[str, Any]) -> str:
+    """results.md: settings, per-bucket accuracy (Avg unweighted), pass@k with intervals, responses."""
+    s = results["sampling"]
+    decoding = "greedy" if not s.get("temperature") else (f"temperature {s['temperature']}, top_p {s.get('top_p', 1.0)}"
+                                                        + (f", top_k {s['top_k']}" if s.get("top_k") else ""))
+    name = results.get("label") or "model"
+    lines = [f"# Evaluation: {name}", "",
+             f"{results['overall']['problems']} problems, n = {results['n_samples']} samples each ({decoding}, "
+             f"max {s.get('max_new_tokens')} new tokens, seed {s.get('seed')}). Accuracy is pass@1 averaged over "
+             "the n samples; intervals are 95% percentile-bootstrap over problems.", "",
+             "## Accuracy per bucket", "",
+             accuracy_table({name: {b: v["accuracy"] for b, v in results["buckets"].items()}}, digits=3), "",
+             f"Overall (all problems pooled): **{results['accuracy']:.3f}** "
+             f"[{results['ci_low']:.3f}, {results['ci_high']:.3f}]", ""]
+    rows = []
+    for b, v in list(results["buckets"].items()) + [("all", results["overall"])]:
+        rows.append([b, str(v["problems"]), f"{v['accuracy']:.3f}", f"[{v['ci_low']:.3f}, {v['ci_high']:.3f}]",
+                     _f(v.get("format_rate")), _f(v.get("length_mean"), 1), _f(v.get("length_median"), 1),
+                     _f(v.get("length_p90"), 1), _f(v.get("truncated_share"))])
+    lines += ["## Buckets", "", markdown_table(["bucket", "problems", "accuracy", "95% CI", "format", "len mean",
+                                                "len median", "len p90", "truncated"], rows), ""]
+    ks = list(results["pass_at_k"])
+    if len(ks) > 1:
+        lines += ["## pass@k", "", markdown_table(
+            ["k", "pass@k", "95% CI"],
+            [[k, f"{results['pass_at_k'][k]:.3f}", f"[{results['pass_at_k_ci'][k][0]:.3f}, "
+              f"{results['pass_at_k_ci'][k][1]:.3f}]"] for k in ks]), ""]
+    o = results["overall"]
+    lines += ["## Reflection", "", markdown_table(
+        ["responses with reflection phrases", "phrases per response", "accuracy with", "accuracy without"],
+        [[_f(o.get("reflection_rate")), _f(o.get("reflections_mean"), 2), _f(o.get("accuracy_with_reflection")),
+          _f(o.get("accuracy_without_reflection"))]]), ""]
+    if "generation" in results:
+        g = results["generation"]
+        lines += [f"Generation: {g['tokens']} tokens in {g['seconds']:.1f} s ({g['tokens_per_s']:.0f} tokens/s).", ""]
+    return "\n".join(lines)
+
+
+def _f(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def write_results(results: dict[str, Any], out_dir: str | Path) -> None:
+    out = Path(out_dir)
+    (out / "results.json").write_text(json.dumps(_finite(results), indent=2))
+    (out / "results.md").write_text(results_markdown(results))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value

@@ -63,19 +63,24 @@ def make_prompts(n: int, seed: int = 0) -> list[list[int]]:
     return [torch.randint(2, VOCAB, (L,), generator=g).tolist() for L in lengths]
 
 
-def time_backend(generator, prompts, params, repeats: int) -> dict:
-    """Best-of-`repeats` wall time and useful-token throughput of one generate call."""
-    best, lengths = float("inf"), []
-    for r in range(repeats):
-        params.seed = r
-        t0 = time.perf_counter()
-        out = generator.generate(prompts, params)
-        dt = time.perf_counter() - t0
-        if dt < best:
-            best, lengths = dt, [len(c.token_ids) for c in out]
-    tokens = sum(lengths)
-    return {"seconds": best, "tokens": tokens, "tok_per_s": tokens / best,
-            "mean_len": tokens / len(lengths), "capped": sum(n == params.max_new_tokens for n in lengths)}
+def run_once(generator, prompts, params, seed: int) -> tuple[float, int, list[int]]:
+    """(seconds, useful tokens, completion lengths) of one generate call."""
+    params.seed = seed
+    t0 = time.perf_counter()
+    out = generator.generate(prompts, params)
+    dt = time.perf_counter() - t0
+    lengths = [len(c.token_ids) for c in out]
+    return dt, sum(lengths), lengths
+
+
+def summarize(runs: list[tuple[float, int, list[int]]], max_new: int) -> dict:
+    """Throughput over all runs (total useful tokens / total seconds) plus per-run figures."""
+    seconds = sum(r[0] for r in runs)
+    tokens = sum(r[1] for r in runs)
+    lengths = [n for r in runs for n in r[2]]
+    return {"seconds": seconds, "tokens": tokens, "tok_per_s": tokens / seconds,
+            "runs_tok_per_s": [r[1] / r[0] for r in runs], "mean_len": tokens / len(lengths),
+            "capped_frac": sum(n == max_new for n in lengths) / len(lengths)}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -101,14 +106,20 @@ def main(argv: list[str] | None = None) -> dict:
     for name in args.models.split(","):
         model = build_model(name, args.eos_bias, args.device, dtype)
         row: dict = {"params": sum(p.numel() for p in model.parameters())}
-        for backend in args.backends.split(","):
-            gen = get_generator(backend, model, [EOS], pad_token_id=PAD)
+        backends = args.backends.split(",")
+        gens = {b: get_generator(b, model, [EOS], pad_token_id=PAD) for b in backends}
+        for gen in gens.values():
             gen.generate(prompts[:2], SamplingParams(temperature=1.0, max_new_tokens=8, n=2))  # warm-up
-            params = SamplingParams(temperature=1.0, max_new_tokens=args.max_new, n=args.samples)
-            row[backend] = time_backend(gen, prompts, params, args.repeats)
-            r = row[backend]
-            print(f"{name:6s} {backend:7s} {r['tok_per_s']:9.0f} tok/s  {r['seconds']:6.2f} s  "
-                  f"{r['tokens']} tokens  mean len {r['mean_len']:.1f}  capped {r['capped']}", flush=True)
+        params = SamplingParams(temperature=1.0, max_new_tokens=args.max_new, n=args.samples)
+        runs: dict[str, list] = {b: [] for b in backends}
+        # interleaved, so that load from other processes hits both backends alike
+        for r in range(args.repeats):
+            for b in backends:
+                runs[b].append(run_once(gens[b], prompts, params, seed=r))
+        for b in backends:
+            row[b] = res = summarize(runs[b], args.max_new)
+            print(f"{name:6s} {b:7s} {res['tok_per_s']:9.0f} tok/s  {res['seconds']:6.2f} s  {res['tokens']} tokens  "
+                  f"mean len {res['mean_len']:.1f}  capped {res['capped_frac']:.0%}", flush=True)
         if "hf" in row and "engine" in row:
             row["speedup"] = row["engine"]["tok_per_s"] / row["hf"]["tok_per_s"]
             print(f"{name:6s} speedup engine/hf: {row['speedup']:.2f}x", flush=True)

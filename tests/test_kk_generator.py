@@ -39,8 +39,7 @@ def test_public_shape_by_default_one_operator_over_leaves():
         for i, stmt in enumerate(p.statements):
             assert depth_of(stmt) <= 2
             assert stmt != ("lying", i)  # "I am a knave" is never drawn
-            for op, k in _operators(stmt):
-                assert k <= 2
+            assert all(k <= 2 for _, k in _operators(stmt))
 
 
 def test_depth_and_width_are_respected_and_used():
@@ -97,20 +96,25 @@ def test_render_statements_and_quiz():
     cases = [
         (("telling-truth", 1), "Ben is a knight"),
         (("not", ("lying", 2)), "Cyd is not a knave"),
-        (("or", ("lying", 0), ("telling-truth", 1), ("lying", 2)), "Ada is a knave or Ben is a knight or Cyd is a knave"),
+        (("or", ("lying", 0), ("telling-truth", 1), ("lying", 2)),
+         "Ada is a knave or Ben is a knight or Cyd is a knave"),
         (("->", ("telling-truth", 0), ("lying", 1)), "if Ada is a knight then Ben is a knave"),
         (("<=>", ("telling-truth", 0), ("lying", 0)), "Ada is a knight if and only if Ada is a knave"),
         # compound operands are bracketed so deeper trees read unambiguously
         (("and", ("or", ("lying", 0), ("lying", 1)), ("telling-truth", 2)),
          "(Ada is a knave or Ben is a knave) and Cyd is a knight"),
-        (("not", ("and", ("lying", 0), ("lying", 1))), "it is false that (Ada is a knave and Ben is a knave)"),
+        (("not", ("and", ("lying", 0), ("lying", 1))),
+         "it is false that (Ada is a knave and Ben is a knave)"),
     ]
     for stmt, text in cases:
         assert render.statement_text(stmt, names) == text
     quiz = render.quiz_text(names, (("telling-truth", 1), ("lying", 0), ("lying", 1)), [0, 4, 5])
-    assert quiz == (f"{render.INTRO} You meet 3 inhabitants: Ada, Ben and Cyd. Ada says that Ben is a knight. "
-                    '"Ada is a knave," says Ben. According to Cyd, Ben is a knave. Who is a knight and who is a knave?')
-    assert render.solution_text(names, [True, False, True]) == "Ada is a knight, Ben is a knave, and Cyd is a knight."
+    assert quiz == (f"{render.INTRO} You meet 3 inhabitants: Ada, Ben and Cyd. "
+                    'Ada says that Ben is a knight. "Ada is a knave," says Ben. '
+                    "According to Cyd, Ben is a knave. "
+                    "Who is a knight and who is a knave?")
+    assert render.solution_text(names, [True, False, True]) == \
+        "Ada is a knight, Ben is a knave, and Cyd is a knight."
     assert render.solution_text_format(names[:2], [False, True]) == "(1) Ada is a knave\n(2) Ben is a knight"
 
 

@@ -34,7 +34,7 @@ def test_knight_masks_match_the_bit_convention():
     (("not", ("telling-truth", 1)), 0b0011),                           # not knight(1)
     (("and", ("telling-truth", 0), ("telling-truth", 1)), 0b1000),     # only k = 3
     (("or", ("telling-truth", 0), ("telling-truth", 1)), 0b1110),      # all but k = 0
-    (("->", ("telling-truth", 0), ("telling-truth", 1)), 0b1101),      # false only at k = 1 (0 knight, 1 knave)
+    (("->", ("telling-truth", 0), ("telling-truth", 1)), 0b1101),      # false at k = 1: 0 knight, 1 knave
     (("<=>", ("telling-truth", 0), ("telling-truth", 1)), 0b1001),     # equal roles: k = 0, 3
 ])
 def test_truth_tables_of_each_operator(stmt, table):
@@ -64,12 +64,14 @@ def test_eight_people_enumerate_256_assignments():
     # person 0 says "everyone else is a knight", everyone else says "0 is a knave".
     # 0 knight: 1..7 are knights, yet their claim "0 is a knave" is false -> impossible.
     # 0 knave: the others' claim is true, so they are all knights, which makes 0's claim true -> impossible.
-    statements = (("and", *(("telling-truth", i) for i in range(1, 8))),) + tuple(("lying", 0) for _ in range(7))
+    everyone_else = ("and", *(("telling-truth", i) for i in range(1, 8)))
+    statements = (everyone_else,) + tuple(("lying", 0) for _ in range(7))
     assert count_solutions(statements) == 0
 
 
 def test_truth_table_agrees_with_direct_evaluation():
-    stmt = ("or", ("and", ("lying", 0), ("telling-truth", 2)), ("<=>", ("telling-truth", 1), ("not", ("lying", 2))))
+    stmt = ("or", ("and", ("lying", 0), ("telling-truth", 2)),
+            ("<=>", ("telling-truth", 1), ("not", ("lying", 2))))
     table = truth_table(stmt, 3)
     for k in range(8):
         roles = [bool((k >> i) & 1) for i in range(3)]
@@ -85,7 +87,8 @@ def test_tree_helpers():
 
 
 def test_parse_statements_reads_the_public_literal():
-    text = "(('not', ('telling-truth', 2)), ('or', ('telling-truth', 1), ('lying', 2)), ('<=>', ('telling-truth', 1), ('lying', 1)))"
+    text = ("(('not', ('telling-truth', 2)), ('or', ('telling-truth', 1), ('lying', 2)), "
+            "('<=>', ('telling-truth', 1), ('lying', 1)))")
     parsed = parse_statements(text)
     assert parsed[0] == ("not", ("telling-truth", 2))
     assert solve(parsed) == [[True, True, False]]  # the fixture's Amelia / Penelope / Evelyn

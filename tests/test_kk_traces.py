@@ -17,7 +17,8 @@ NAMES = ["Ada", "Ben", "Cyd"]
 # Worked by hand: Ada knight -> Ben knight -> Ben's claim needs Ada knave: impossible. So Ada is a knave ->
 # Ben is a knave (Ada lied) -> Ben's claim is false while Ada is a knave, so Cyd is a knight -> Cyd's claim
 # holds (Ada is a knave). Unique solution: knave, knave, knight.
-STATEMENTS = (("telling-truth", 1), ("and", ("lying", 0), ("lying", 2)), ("or", ("lying", 0), ("telling-truth", 1)))
+STATEMENTS = (("telling-truth", 1), ("and", ("lying", 0), ("lying", 2)),
+              ("or", ("lying", 0), ("telling-truth", 1)))
 CHECK = "Check: Ada knave, claim false; Ben knave, claim false; Cyd knight, claim true. All claims fit."
 ANSWER = "<answer>(1) Ada is a knave\n(2) Ben is a knave\n(3) Cyd is a knight</answer>"
 
@@ -86,6 +87,20 @@ def test_backtracking_two_levels():
         "Ada's claim is false, so Cyd is a knight.",
     ]
     assert search(NAMES, statements).contradictions == 3
+
+
+def test_a_claim_that_fits_neither_role():
+    # Ada: "Ada is a knight" (true of either role); Ben: "Ben is a knave and Ada is a knight".
+    # With Ada a knight, Ben as a knight would say something false and Ben as a knave something true:
+    # a paradox, so Ada is a knave, and then Ben's claim is false, so Ben is a knave.
+    statements = (("telling-truth", 0), ("and", ("lying", 1), ("telling-truth", 0)))
+    assert make_trace(["Ada", "Ben"], statements, "reflective").split("\n")[:5] == [
+        "<think>Assume Ada is a knight.",
+        "Ben's claim fits neither role: contradiction.",
+        "Reconsider: Ada is a knave.",
+        "Ben's claim is false, so Ben is a knave.",
+        "Check: Ada knave, claim false; Ben knave, claim false. All claims fit.</think>",
+    ]
 
 
 @pytest.mark.parametrize("style", ["reflective", "direct"])

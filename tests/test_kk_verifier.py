@@ -28,8 +28,8 @@ CASES = [
     # right roles but no tags at all: nothing to read
     (GOLD, False, False, False, 0.0, "no <answer> block"),
     # two answer blocks: the last one counts (right here), but the format is broken
-    ("<think>x</think><answer>(1) Ann is a knave</answer><answer>" + GOLD + "</answer>", False, True, False, 1.0,
-     "format: <answer> appears 2 times"),
+    ("<think>x</think><answer>(1) Ann is a knave</answer><answer>" + GOLD + "</answer>",
+     False, True, False, 1.0, "format: <answer> appears 2 times"),
     # two answer blocks, the last one wrong
     ("<think>x</think><answer>" + GOLD + "</answer><answer>(1) Ann is a knave\n(2) Anna is a knave\n"
      "(3) Bo is a knight</answer>", False, False, False, 2 / 3, "wrong: Ann is a knight"),

@@ -9,9 +9,10 @@ from pathlib import Path
 from aha.errors import AhaError
 
 HELP = "score completions produced elsewhere against a task's reference answers"
-DESCRIPTION = """Grade a JSONL file of completions ({"id": ..., "completion": ...} per line, several lines per id
-allowed) with a task's verifier, against the examples of a data file, and print accuracy, strict
-accuracy (correct and well formed), format rate and mean partial credit per bucket and overall.
+DESCRIPTION = """Grade a JSONL file of completions ({"id": ..., "completion": ...} per line, several
+lines per id allowed) with a task's verifier, against the examples of a data file, and print
+accuracy, strict accuracy (correct and well formed), format rate and mean partial credit per bucket
+and overall.
 
 The task is built as get_task(TASK, data=[FILE, ...], **options), so any task that reads data files
 works; --task-option passes further task options (values are YAML scalars).
@@ -23,11 +24,14 @@ example:  aha score --task knights-knaves --data kk_test.jsonl --completions out
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", required=True, help="registered task name (e.g. knights-knaves) or module:Class")
-    p.add_argument("--data", required=True, nargs="+", metavar="FILE", help="data file(s) holding the examples")
-    p.add_argument("--completions", required=True, metavar="FILE", help="JSONL with id and completion per line")
+    p.add_argument("--data", required=True, nargs="+", metavar="FILE",
+                   help="data file(s) holding the examples")
+    p.add_argument("--completions", required=True, metavar="FILE",
+                   help="JSONL with id and completion per line")
     p.add_argument("--out", default=None, metavar="FILE",
                    help="write {summary, samples} as JSON (per-sample verdicts included)")
-    p.add_argument("--split", default="test", help="split of the task to read the examples from (default test)")
+    p.add_argument("--split", default="test",
+                   help="split of the task to read the examples from (default test)")
     p.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
                    help="extra task option, repeatable (e.g. think_preopened=true)")
 
@@ -60,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
         raise AhaError(f"task {args.task!r} does not accept these options: {exc}") from exc
     examples = list(task.examples(args.split))
     if not examples:
-        raise AhaError(f"task {args.task!r} has no examples in split {args.split!r} of {', '.join(args.data)}")
+        raise AhaError(f"task {args.task!r} has no examples in split {args.split!r} "
+                       f"of {', '.join(args.data)}")
     records, summary = score_samples(task, examples, samples)
     print(format_summary(summary))
     if args.out:

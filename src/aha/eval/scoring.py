@@ -98,7 +98,8 @@ def score_samples(task: Task, examples: Iterable[Example] | Mapping[str, Example
         verdict = _verify(task, s.text, example)
         k = counts.get(s.id, 0)
         counts[s.id] = k + 1
-        rec = {"id": s.id, "bucket": example.bucket, "sample": k, **verdict.to_dict(), "num_chars": len(s.text)}
+        rec = {"id": s.id, "bucket": example.bucket, "sample": k, **verdict.to_dict(),
+               "num_chars": len(s.text)}
         for key, value in s.extra.items():
             rec.setdefault(key, value)
         records.append(rec)
@@ -107,7 +108,8 @@ def score_samples(task: Task, examples: Iterable[Example] | Mapping[str, Example
 
 def _natural_key(text: str) -> list[Any]:
     """'2ppl' < '10ppl' < 'all': numbers compare as numbers."""
-    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", text) if part]
+    parts = [p for p in re.split(r"(\d+)", text) if p]
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts]
 
 
 def _stats(records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -26,7 +26,8 @@ from aha.rewards.base import REWARDS, RewardBatch, RewardOutput
 
 @REWARDS.register("logic_rl")
 def logic_rl(batch: RewardBatch, format_correct: float = 1.0, format_wrong: float = -1.0,
-             answer_correct: float = 2.0, answer_wrong: float = -1.5, unparseable: float = -2.0) -> RewardOutput:
+             answer_correct: float = 2.0, answer_wrong: float = -1.5,
+             unparseable: float = -2.0) -> RewardOutput:
     """Logic-RL's format + answer reward (formula in the module docstring).
 
     batch: completions with their examples and verdicts (reads `verdicts` and `examples[i].meta["names"]`).
@@ -62,4 +63,5 @@ def logic_rl(batch: RewardBatch, format_correct: float = 1.0, format_wrong: floa
         n_format += verdict.format_ok
         scores.append(float((format_correct if verdict.format_ok else format_wrong) + answer))
     d = max(n, 1)
-    return RewardOutput(scores, {"format_ok": n_format / d, "correct": n_right / d, "unparseable": n_unparsed / d})
+    metrics = {"format_ok": n_format / d, "correct": n_right / d, "unparseable": n_unparsed / d}
+    return RewardOutput(scores, metrics)

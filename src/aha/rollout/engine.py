@@ -235,7 +235,7 @@ def sample_tokens(logits: torch.Tensor, uniforms: torch.Tensor, temperature: flo
 
     logits: (B, V) float32 next-token logits.
     uniforms: (B,) in [0, 1): row b takes the first token (in vocabulary order) whose cumulative
-        filtered probability exceeds uniforms[b] * total.
+        filtered probability exceeds uniforms[b] * (1 - 2^-20) * total.
     temperature: 0 = greedy (argmax; uniforms unused).
     top_k: keep tokens whose scaled logit is >= the k-th largest (ties at the boundary are kept); 0 = off.
     top_p: then keep the smallest set of most likely tokens (renormalised after top-k) whose mass
@@ -264,31 +264,32 @@ def sample_tokens(logits: torch.Tensor, uniforms: torch.Tensor, temperature: flo
         drop_sorted[:, 0] = False
         probs = probs.masked_fill(torch.zeros_like(drop_sorted).scatter(1, order, drop_sorted), 0.0)
     cdf = probs.cumsum(dim=-1)  # (B, V)
-    target = (uniforms * cdf[:, -1]).unsqueeze(1)  # (B, 1)
-    tokens = torch.searchsorted(cdf, target, right=True).squeeze(1)  # (B,)
-    # rounding can push the target onto the last cumulative value: fall back to the last kept token
-    last_kept = (V - 1) - (probs > 0).flip(-1).to(torch.int8).argmax(dim=-1)  # (B,)
-    tokens = torch.minimum(tokens, last_kept)
+    # the factor keeps the target strictly below the total despite float rounding, so the token found
+    # always has a positive probability (cdf[i] > target >= cdf[i-1] means p_i > 0)
+    target = (uniforms * (1.0 - 2.0 ** -20) * cdf[:, -1]).unsqueeze(1)  # (B, 1)
+    tokens = torch.searchsorted(cdf, target, right=True).squeeze(1).clamp_(max=V - 1)  # (B,) clamp: NaN logits
     return tokens, logp.gather(1, tokens[:, None]).squeeze(1)
 
 
-# ----------------------------------------------------------------------------- the preallocated cache
+# ----------------------------------------------------------------------------- caches
 
 
 class _SlabLayer(CacheLayerMixin):
     """One layer's keys/values in a preallocated (B, H_kv, capacity, D) buffer.
 
-    `update` writes the new positions in place and returns views of the filled prefix, so a step
-    costs no concatenation. The engine reallocates (grows, or drops finished rows) through `resize`.
+    `update` writes the new positions in place and returns views of the filled part, so a step costs
+    no concatenation. `offset` counts positions held elsewhere (the shared prompt prefix in cascade
+    mode), so that `get_seq_length` reports the true sequence length.
     """
 
     is_compileable = False
     is_sliding = False
     is_croppable = False
 
-    def __init__(self, capacity: int):
+    def __init__(self, capacity: int, offset: int = 0):
         super().__init__()
         self.capacity = capacity
+        self.offset = offset
         self.length = 0
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
@@ -310,16 +311,19 @@ class _SlabLayer(CacheLayerMixin):
         return self.keys[:, :, :end], self.values[:, :, :end]
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-        return self.length + query_length, 0
+        return self.offset + self.length + query_length, 0
 
     def get_seq_length(self) -> int:
-        return self.length
+        return self.offset + self.length
 
     def get_max_length(self) -> int:
-        return self.capacity
+        return self.offset + self.capacity
 
     def resize(self, rows: torch.Tensor | None, capacity: int) -> None:
         """Keep batch rows `rows` (in that order, repeats allowed; None = all) in a buffer of `capacity`."""
+        if not self.is_initialized:
+            self.capacity = capacity
+            return
         L = self.length
         for name in ("keys", "values"):
             old = getattr(self, name)
@@ -333,16 +337,114 @@ class _SlabLayer(CacheLayerMixin):
 class SlabCache(Cache):
     """A transformers Cache made of `_SlabLayer`s (one per decoder layer)."""
 
-    def __init__(self, num_layers: int, capacity: int):
-        super().__init__(layers=[_SlabLayer(capacity) for _ in range(num_layers)])
-
-    @property
-    def capacity(self) -> int:
-        return self.layers[0].capacity
+    def __init__(self, num_layers: int, capacity: int, offset: int = 0):
+        super().__init__(layers=[_SlabLayer(capacity, offset) for _ in range(num_layers)])
 
     def resize(self, rows: torch.Tensor | None, capacity: int) -> None:
         for layer in self.layers:
             layer.resize(rows, capacity)
+
+
+# ----------------------------------------------------------------------------- cascade attention
+
+
+class _Prefix:
+    """The shared prompt prefix that cascade attention reads, one copy per distinct prompt.
+
+    keys/values: per layer (U, H_kv, P, D), the prefilled prompt cache.
+    bias: (U, 1, 1, P) additive mask (0 or -inf) for left padding, or None when no prompt is padded.
+    slot: (B,) position of each batch row in the (U * group) query grid: u * group + rank in group.
+    group: the largest number of live rows sharing one prompt.
+    """
+
+    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], bias: torch.Tensor | None):
+        self.keys, self.values, self.bias = keys, values, bias
+        self.slot = torch.zeros(0, dtype=torch.long)
+        self.group = 1
+
+    def assign(self, row_unique: list[int], device: torch.device) -> None:
+        """Lay out the live rows (their prompt index in 0..U-1, in batch order) on the query grid."""
+        rank: dict[int, int] = {}
+        ranks = []
+        for u in row_unique:
+            ranks.append(rank.get(u, 0))
+            rank[u] = ranks[-1] + 1
+        self.group = max(rank.values())
+        self.slot = torch.tensor([u * self.group + r for u, r in zip(row_unique, ranks)], device=device)
+
+    def select(self, groups: torch.Tensor) -> None:
+        """Keep only prompts `groups` (U',) (the others have no live rows left)."""
+        self.keys = [k.index_select(0, groups) for k in self.keys]
+        self.values = [v.index_select(0, groups) for v in self.values]
+        if self.bias is not None:
+            self.bias = self.bias.index_select(0, groups)
+
+
+def cascade_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                      attention_mask: Any, scaling: float | None = None, dropout: float = 0.0,
+                      aha_prefix: _Prefix | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """Decode-step attention split into a shared prefix and per-row suffixes (transformers interface).
+
+    The n samples of a prompt attend to the same prompt keys, so those are read once per prompt for
+    all its rows (one matmul over the (prompts, rows of the prompt) grid) instead of once per row;
+    each row's own generated keys are attended separately and the two softmax parts are merged with
+    their log-sum-exp. Exact up to float rounding.
+
+    query: (B, Hq, 1, D). key/value: (B, H_kv, T, D), the generated part (T >= 1: the current token).
+    aha_prefix: the shared prefix; without it (or for several query positions) this is plain SDPA.
+    Returns ((B, 1, Hq, D), None) like transformers' attention functions.
+    """
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if aha_prefix is None or query.shape[2] != 1:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling,
+                                      dropout=dropout, **kwargs)
+    pre = aha_prefix
+    B, Hq, _, D = query.shape
+    Hk = key.shape[1]
+    G = Hq // Hk
+    U, S = pre.keys[0].shape[0], pre.group
+    scale = scaling if scaling is not None else D ** -0.5
+    q = query.reshape(B, Hk, G, D) * scale  # (B, Hk, G, D), head h reads KV head h // G
+    # ---- prefix: queries of each prompt's rows on a (U, S) grid
+    grid = q.new_zeros((U * S, Hk, G, D)).index_copy_(0, pre.slot, q)  # (U*S, Hk, G, D)
+    grid = grid.view(U, S, Hk, G, D).transpose(1, 2).reshape(U, Hk, S * G, D)  # (U, Hk, S*G, D)
+    layer = module.layer_idx
+    sp = torch.matmul(grid, pre.keys[layer].transpose(-1, -2)).float()  # (U, Hk, S*G, P)
+    if pre.bias is not None:
+        sp = sp + pre.bias
+    mp = sp.amax(-1, keepdim=True)  # (U, Hk, S*G, 1)
+    ep = (sp - mp).exp_()
+    lp = ep.sum(-1, keepdim=True)  # (U, Hk, S*G, 1)
+    op = torch.matmul(ep.to(value.dtype), pre.values[layer]).float()  # (U, Hk, S*G, D)
+
+    def to_rows(x: torch.Tensor) -> torch.Tensor:  # (U, Hk, S*G, c) -> (B, Hk, G, c)
+        return x.view(U, Hk, S, G, -1).transpose(1, 2).reshape(U * S, Hk, G, -1).index_select(0, pre.slot)
+
+    op, mp, lp = to_rows(op), to_rows(mp), to_rows(lp)
+    # ---- suffix: each row's generated tokens
+    ss = torch.matmul(q, key.transpose(-1, -2)).float()  # (B, Hk, G, T)
+    ms = ss.amax(-1, keepdim=True)  # (B, Hk, G, 1)
+    es = (ss - ms).exp_()
+    ls = es.sum(-1, keepdim=True)
+    os_ = torch.matmul(es.to(value.dtype), value).float()  # (B, Hk, G, D)
+    # ---- merge the two partial softmaxes
+    m = torch.maximum(mp, ms)
+    ap, as_ = (mp - m).exp_(), (ms - m).exp_()
+    out = (op * ap + os_ * as_) / (lp * ap + ls * as_)  # (B, Hk, G, D)
+    return out.to(query.dtype).reshape(B, 1, Hq, D), None
+
+
+_CASCADE = "aha_cascade"
+
+
+def _register_cascade() -> None:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(_CASCADE, cascade_attention)
+
+
+# ----------------------------------------------------------------------------- the engine
 
 
 def _full_attention_only(config: Any) -> bool:
@@ -360,9 +462,6 @@ def _hf_model(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-# ----------------------------------------------------------------------------- the engine
-
-
 class EngineGenerator:
     """aha's KV-cache sampler behind the `Generator` interface (see the module docstring).
 
@@ -375,13 +474,19 @@ class EngineGenerator:
         in successive batches (bounds memory). None = all at once.
     compact_fraction: finished rows are removed from the batch once they are at least this fraction of
         it (their compute is wasted until then, but each removal copies the live cache rows).
-    cache: "auto" (the slab cache for full-attention models, else DynamicCache), "slab" or "dynamic".
+    mode: how the cache is laid out:
+        "cascade": the prompt's keys/values are kept once per distinct prompt and read by all its rows
+            (`cascade_attention`); only generated keys/values are per row. Needs full attention and
+            a model that dispatches attention through transformers' AttentionInterface.
+        "slab": the prompt cache is copied to every row of its group; the model's own attention.
+        "dynamic": transformers' DynamicCache and 2D masks (any architecture, e.g. sliding window).
+        "auto" (default): the first of these the model supports.
     initial_capacity: generated positions reserved at first; the buffer doubles when full.
     """
 
     def __init__(self, model: Any, tokenizer: Any = None, *, eos_token_ids: Sequence[int] | None = None,
                  pad_token_id: int | None = None, max_batch_rows: int | None = None,
-                 compact_fraction: float = 0.25, cache: str = "auto", initial_capacity: int = 128):
+                 compact_fraction: float = 0.125, mode: str = "auto", initial_capacity: int = 128):
         self.model = model
         self.tokenizer = tokenizer
         self.eos_ids = resolve_eos_ids(tokenizer, model, eos_token_ids)
@@ -390,22 +495,29 @@ class EngineGenerator:
         self.compact_fraction = compact_fraction
         self.initial_capacity = max(1, initial_capacity)
         hf = _hf_model(model)
-        config = hf.config
-        if cache not in ("auto", "slab", "dynamic"):
-            raise AhaError(f"unknown cache {cache!r}; valid: auto, slab, dynamic")
-        full = _full_attention_only(config)
-        if cache == "slab" and not full:
-            raise AhaError("the slab cache needs a model whose layers are all full attention; use cache='dynamic'")
-        self.use_slab = full if cache == "auto" else cache == "slab"
-        attn = getattr(config, "_attn_implementation", None) or "eager"
+        self.config = hf.config
+        full = _full_attention_only(self.config)
+        can_cascade = full and bool(getattr(hf, "_can_set_attn_implementation", lambda: False)())
+        supported = {"cascade": can_cascade, "slab": full, "dynamic": True}
+        if mode == "auto":
+            mode = next(m for m, ok in supported.items() if ok)
+        elif mode not in supported:
+            raise AhaError(f"unknown engine mode {mode!r}; valid: auto, cascade, slab, dynamic")
+        elif not supported[mode]:
+            raise AhaError(f"engine mode {mode!r} is not supported by this model "
+                           f"({type(hf).__name__}); use mode='auto'")
+        self.mode = mode
+        attn = getattr(self.config, "_attn_implementation", None) or "eager"
         # ready-made 4D masks skip transformers' mask construction at every step; other attention
         # kernels (flash, flex) want the 2D padding mask
         self.mask_kind = ("bool4d" if attn == "sdpa" else "float4d" if attn == "eager" else "2d") \
-            if self.use_slab else "2d"
-        self.num_layers = config.num_hidden_layers
+            if mode != "dynamic" else "2d"
+        self.num_layers = self.config.num_hidden_layers
         params = inspect.signature(hf.forward).parameters
         self._keep_last = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
         self._stop_cache: dict[tuple[str, ...], StopChecker] = {}
+        if mode == "cascade":
+            _register_cascade()
 
     # ------------------------------------------------------------------ public API
 
@@ -432,8 +544,7 @@ class EngineGenerator:
         try:
             with torch.inference_mode():
                 for start in range(0, len(rows), per_batch):
-                    chunk = rows[start:start + per_batch]
-                    t, lp, r = self._generate_rows(prompts, chunk, params, stop)
+                    t, lp, r = self._generate_rows(prompts, rows[start:start + per_batch], params, stop)
                     tokens += t
                     logprobs += lp
                     reasons += r
@@ -451,10 +562,10 @@ class EngineGenerator:
             self._stop_cache[key] = StopChecker(self.tokenizer, stops)
         return self._stop_cache[key]
 
-    def _forward(self, ids: torch.Tensor, mask: Any, pos: torch.Tensor, cache: Cache) -> torch.Tensor:
+    def _forward(self, ids: torch.Tensor, mask: Any, pos: torch.Tensor, cache: Cache, **extra: Any) -> torch.Tensor:
         """Next-token logits (B, V) float32 of the last position."""
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                         use_cache=True, **self._keep_last)
+                         use_cache=True, **self._keep_last, **extra)
         return out.logits[:, -1, :].float()
 
     def _mask(self, valid: torch.Tensor, q_len: int) -> Any:
@@ -481,6 +592,7 @@ class EngineGenerator:
         """Decode the given rows together; returns per-row tokens, log-probs and finish reasons."""
         device = model_device(self.model)
         max_new = params.max_new_tokens
+        mode = self.mode
         # ---- prefill each distinct prompt once
         unique: dict[tuple[int, ...], int] = {}
         row_unique = [unique.setdefault(tuple(prompts[pi]), len(unique)) for pi, _ in rows]
@@ -495,29 +607,38 @@ class EngineGenerator:
         valid_u = torch.arange(P, device=device)[None, :] >= pads[:, None]  # (U, P)
         padded = bool((pads > 0).any())
         pos_u = (torch.arange(P, device=device)[None, :] - pads[:, None]).clamp_(min=0)  # (U, P)
-        gen_cap = min(max_new, self.initial_capacity)
-        if self.use_slab:
-            cache: Cache = SlabCache(self.num_layers, P)
-            mask = self._mask(valid_u, P) if padded or self.mask_kind == "2d" else None
-        else:
-            cache = DynamicCache(config=_hf_model(self.model).config)
+        if mode == "dynamic":
+            cache: Cache = DynamicCache(config=self.config)
             mask = valid_u.to(torch.long)
+        else:
+            cache = SlabCache(self.num_layers, P)
+            mask = self._mask(valid_u, P) if padded or self.mask_kind == "2d" else None
         logits = self._forward(ids, mask, pos_u, cache)  # (U, V)
 
-        # ---- expand to one row per (prompt, sample)
+        # ---- the decode batch: one row per (prompt, sample)
         ru = torch.tensor(row_unique, device=device)  # (R,)
-        if self.use_slab:
-            cache.resize(ru, P + gen_cap)
+        gen_cap = min(max_new, self.initial_capacity)
+        prefix = None
+        valid = None  # (B, K) key validity, when a mask must be built at every step
+        if mode == "cascade":
+            bias = None
+            if padded:
+                bias = torch.zeros((U, 1, 1, P), device=device).masked_fill_(~valid_u[:, None, None, :], float("-inf"))
+            prefix = _Prefix([layer.keys for layer in cache.layers], [layer.values for layer in cache.layers], bias)
+            prefix.assign(row_unique, device)
+            cache = SlabCache(self.num_layers, gen_cap, offset=P)
+            capacity = gen_cap
         else:
-            cache.batch_select_indices(ru)
+            capacity = P + gen_cap
+            if mode == "slab":
+                cache.resize(ru, capacity)
+            else:
+                cache.batch_select_indices(ru)
+            if padded or self.mask_kind == "2d":
+                valid = torch.ones((R, capacity), dtype=torch.bool, device=device)  # (R, C)
+                valid[:, :P] = valid_u.index_select(0, ru)
         logits = logits.index_select(0, ru)  # (R, V)
         pos = plen.index_select(0, ru)  # (R,) position of the next token
-        capacity = P + gen_cap
-        track_mask = padded or self.mask_kind == "2d"
-        valid = None
-        if track_mask:
-            valid = torch.ones((R, capacity), dtype=torch.bool, device=device)  # (R, C)
-            valid[:, :P] = valid_u.index_select(0, ru)
         keys = row_keys(params.seed, torch.tensor([pi for pi, _ in rows], device=device),
                         torch.tensor([si for _, si in rows], device=device))  # (R,)
         eos = torch.tensor(self.eos_ids, device=device)
@@ -528,61 +649,78 @@ class EngineGenerator:
         lengths = [max_new] * R
         reasons = ["length"] * R
         slot_rows = list(range(R))  # batch slot -> row
-        slot_idx = torch.arange(R, device=device)  # (B,) same, on device
+        slot_idx = torch.arange(R, device=device)  # (B,) the same, on device
         alive = [True] * R  # per batch slot
         n_dead = 0
-        L = P  # filled cache length
-        for t in range(max_new):
-            tok, lp = sample_tokens(logits, step_uniforms(keys, t), params.temperature, params.top_p,
-                                    params.top_k)  # (B,), (B,)
-            out_tok[slot_idx, t] = tok
-            out_lp[slot_idx, t] = lp
-            flags = torch.isin(tok, eos).to(torch.int8)  # (B,) 1 = EOS
-            if stop_table is not None:
-                flags = flags | (stop_table[tok].to(torch.int8) << 1)  # 2 = may complete a stop string
-            for slot, f in enumerate(flags.tolist()):
-                if not f or not alive[slot]:
-                    continue
-                row = slot_rows[slot]
-                if f & 1:
-                    finished = "eos"
-                elif stop is not None and stop.hit(out_tok[row, max(0, t + 1 - stop.window): t + 1].tolist()):
-                    finished = "stop"
-                else:
-                    continue
-                alive[slot] = False
-                n_dead += 1
-                lengths[row], reasons[row] = t + 1, finished
-            if t + 1 == max_new or n_dead == len(slot_rows):
-                break
-            # ---- drop finished rows / grow the buffer
-            need_grow = L + 1 > capacity
-            if n_dead and (need_grow or n_dead >= self.compact_fraction * len(slot_rows)):
-                keep_slots = [s for s, a in enumerate(alive) if a]
-                keep = torch.tensor(keep_slots, device=device)
-                slot_rows = [slot_rows[s] for s in keep_slots]
-                alive = [True] * len(slot_rows)
-                n_dead = 0
-                slot_idx, keys, pos, tok = (x.index_select(0, keep) for x in (slot_idx, keys, pos, tok))
-                if valid is not None:
-                    valid = valid.index_select(0, keep)
-            else:
+        T = 0  # generated tokens fed to the model so far
+        impl = self.config._attn_implementation
+        try:
+            if mode == "cascade":
+                self.config._attn_implementation_internal = _CASCADE
+            for t in range(max_new):
+                tok, lp = sample_tokens(logits, step_uniforms(keys, t), params.temperature, params.top_p,
+                                        params.top_k)  # (B,), (B,)
+                out_tok[slot_idx, t] = tok
+                out_lp[slot_idx, t] = lp
+                flags = torch.isin(tok, eos).to(torch.int8)  # (B,) 1 = EOS
+                if stop_table is not None:
+                    flags = flags | (stop_table[tok].to(torch.int8) << 1)  # 2 = may complete a stop string
+                for slot, f in enumerate(flags.tolist()):
+                    if not f or not alive[slot]:
+                        continue
+                    row = slot_rows[slot]
+                    if f & 1:
+                        finished = "eos"
+                    elif stop is not None and stop.hit(out_tok[row, max(0, t + 1 - stop.window): t + 1].tolist()):
+                        finished = "stop"
+                    else:
+                        continue
+                    alive[slot] = False
+                    n_dead += 1
+                    lengths[row], reasons[row] = t + 1, finished
+                if t + 1 == max_new or n_dead == len(slot_rows):
+                    break
+                # ---- drop finished rows, grow the buffer
+                grow = (T if mode == "cascade" else P + T) + 1 > capacity
                 keep = None
-            if need_grow or keep is not None:
-                if need_grow:
+                if n_dead and (grow or n_dead >= self.compact_fraction * len(slot_rows)):
+                    keep_slots = [s for s, a in enumerate(alive) if a]
+                    keep = torch.tensor(keep_slots, device=device)
+                    slot_rows = [slot_rows[s] for s in keep_slots]
+                    alive = [True] * len(slot_rows)
+                    n_dead = 0
+                    slot_idx, keys, pos, tok = (x.index_select(0, keep) for x in (slot_idx, keys, pos, tok))
+                    if valid is not None:
+                        valid = valid.index_select(0, keep)
+                    if prefix is not None:
+                        live_u = [row_unique[r] for r in slot_rows]
+                        groups = sorted(set(live_u))
+                        if len(groups) < prefix.keys[0].shape[0]:
+                            remap = {g: i for i, g in enumerate(groups)}
+                            prefix.select(torch.tensor(groups, device=device))
+                            row_unique = [remap.get(u, -1) for u in row_unique]
+                            live_u = [remap[u] for u in live_u]
+                        prefix.assign(live_u, device)
+                if grow:
                     gen_cap = min(max_new, 2 * gen_cap)
-                    capacity = P + gen_cap
+                    capacity = gen_cap if mode == "cascade" else P + gen_cap
                     if valid is not None:
                         valid = torch.cat([valid, valid.new_ones((valid.shape[0], capacity - valid.shape[1]))], 1)
-                if self.use_slab:
+                if mode == "dynamic":
+                    if keep is not None:
+                        cache.batch_select_indices(keep)
+                elif grow or keep is not None:
                     cache.resize(keep, capacity)
-                elif keep is not None:
-                    cache.batch_select_indices(keep)
-            # ---- next step
-            mask = self._mask(valid[:, :L + 1], 1) if valid is not None else None
-            logits = self._forward(tok[:, None], mask, pos[:, None], cache)  # (B, V)
-            pos = pos + 1
-            L += 1
+                # ---- next step
+                if mode == "cascade":
+                    logits = self._forward(tok[:, None], None, pos[:, None], cache, aha_prefix=prefix)
+                else:
+                    mask = self._mask(valid[:, :P + T + 1], 1) if valid is not None else None
+                    logits = self._forward(tok[:, None], mask, pos[:, None], cache)  # (B, V)
+                pos = pos + 1
+                T += 1
+        finally:
+            self.config._attn_implementation_internal = impl
         toks = out_tok.tolist()
         lps = out_lp.tolist()
         return ([toks[r][:lengths[r]] for r in range(R)], [lps[r][:lengths[r]] for r in range(R)], reasons)

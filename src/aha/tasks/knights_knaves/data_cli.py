@@ -15,7 +15,7 @@ import sys
 
 from aha.errors import AhaError
 
-HELP = "generate Knights-and-Knaves puzzles (unique solutions, optional teacher traces) or convert public files"
+HELP = "generate Knights-and-Knaves puzzles (unique solutions, teacher traces) or convert public files"
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str = "knights-knaves") -> None:
@@ -29,10 +29,12 @@ def add_arguments(p: argparse.ArgumentParser, name: str = "knights-knaves") -> N
                    help="train (excludes the test split's puzzles) or test (default train)")
     p.add_argument("--test-count", type=int, default=100,
                    help="test puzzles per size that a train split excludes (default 100, as the task)")
-    p.add_argument("--depth", type=int, default=2, help="statement depth; 2 = one operator over leaves (default)")
+    p.add_argument("--depth", type=int, default=2,
+                   help="statement depth; 2 = one operator over leaves (default)")
     p.add_argument("--width", type=int, default=2, help="most operands of and/or (default 2)")
     p.add_argument("--mix", default=None,
-                   help="statement-type weights, e.g. 'leaf=1,not=1,and=1,or=1,imp=1,iff=1' (default uniform)")
+                   help="statement-type weights, e.g. 'leaf=1,not=1,and=1,or=1,imp=1,iff=1' "
+                        "(default uniform)")
     p.add_argument("--traces", choices=["reflective", "direct"], default=None,
                    help="add the solver's teacher trace in this style")
     p.add_argument("--think-preopened", action="store_true",
@@ -55,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         for n, k in made.items():
             if k < args.count:
                 print(f"note: only {k} distinct {n}-person puzzles exist with depth {args.depth}, width "
-                      f"{args.width} (asked for {args.count}); raise --depth or --width for more", file=sys.stderr)
+                      f"{args.width} (asked for {args.count}); raise --depth or --width for more",
+                      file=sys.stderr)
     records = []
     for p in puzzles:
         trace = None

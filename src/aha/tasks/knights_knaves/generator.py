@@ -23,7 +23,7 @@ import numpy as np
 
 from aha.errors import AhaError
 from aha.tasks.knights_knaves import render
-from aha.tasks.knights_knaves.logic import MAX_PEOPLE, Statement, count_solutions, solutions_mask
+from aha.tasks.knights_knaves.logic import MAX_PEOPLE, Statement, solutions_mask
 from aha.tasks.knights_knaves.puzzle import Puzzle
 
 STATEMENT_KINDS = ("leaf", "not", "and", "or", "->", "<=>")
@@ -65,7 +65,8 @@ def parse_mix(mix: str | Mapping[str, float] | None) -> dict[str, float]:
         try:
             weight = float(value)
         except (TypeError, ValueError):
-            raise AhaError(f"weight of {key!r} in the statement mix must be a number, got {value!r}") from None
+            raise AhaError(f"weight of {key!r} in the statement mix must be a number, "
+                           f"got {value!r}") from None
         if weight < 0:
             raise AhaError(f"weight of {key!r} in the statement mix must be >= 0")
         out[kind] = weight
@@ -265,9 +266,3 @@ def generate_split(people: str | int | Iterable[int], count: int, seed: int = 0,
         out.extend(p[i] for p in per_size if i < len(p))
     return out, {n: len(p) for n, p in zip(sizes, per_size)}
 
-
-def check_unique(puzzle: Puzzle) -> bool:
-    """The puzzle's statements have exactly one solution and it is the stored one."""
-    from aha.tasks.knights_knaves.logic import is_consistent
-
-    return count_solutions(puzzle.statements) == 1 and is_consistent(puzzle.statements, list(puzzle.solution))

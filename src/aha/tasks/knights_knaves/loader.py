@@ -110,7 +110,8 @@ def parse_answer_lines(text: Any, where: str, field: str) -> tuple[list[str], li
     for k, line in enumerate(text.strip().splitlines(), start=1):
         m = _ANSWER_LINE.match(line)
         if not m or int(m.group(1)) != k:
-            raise AhaError(f"{where}: field {field!r}: line {k} is not '({k}) NAME is a knight/knave': {line!r:.80}")
+            raise AhaError(f"{where}: field {field!r}: line {k} is not '({k}) NAME is a knight/knave': "
+                           f"{line!r:.80}")
         names.append(m.group(2))
         roles.append(m.group(3).lower() == "knight")
     return names, roles
@@ -192,7 +193,8 @@ def puzzle_from_record(rec: dict[str, Any], where: str) -> Puzzle:
         if key in rec and rec[key] is not None:
             extra[key] = rec[key]
     rec_id = rec.get("id")
-    if rec_id is not None and (not isinstance(rec_id, (str, int)) or isinstance(rec_id, bool) or str(rec_id) == ""):
+    if rec_id is not None and (not isinstance(rec_id, (str, int)) or isinstance(rec_id, bool)
+                               or str(rec_id) == ""):
         raise AhaError(f"{where}: field 'id' must be a non-empty string")
     return Puzzle(names=names_t, statements=statements, solution=tuple(bool(x) for x in solution), quiz=quiz,
                   id=str(rec_id) if rec_id is not None else "", n_solutions=mask.bit_count(), extra=extra)
@@ -213,7 +215,8 @@ def load_puzzles(paths: str | Path | list[str | Path]) -> list[Puzzle]:
             if puzzle.id in seen:
                 first_where, first = seen[puzzle.id]
                 if (first.names, first.statements) != (puzzle.names, puzzle.statements):
-                    raise AhaError(f"{where}: id {puzzle.id!r} already used by a different puzzle at {first_where}")
+                    raise AhaError(f"{where}: id {puzzle.id!r} already used by a different puzzle "
+                                   f"at {first_where}")
                 continue
             seen[puzzle.id] = (where, puzzle)
             out.append(puzzle)

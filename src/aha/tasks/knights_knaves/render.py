@@ -107,4 +107,5 @@ def solution_text(names: list[str] | tuple[str, ...], solution: list[bool]) -> s
 
 def solution_text_format(names: list[str] | tuple[str, ...], solution: list[bool]) -> str:
     """'(1) A is a knight\\n(2) B is a knave' (the public `solution_text_format`, the answer format)."""
-    return "\n".join(f"({i + 1}) {name} is a {role_word(k)}" for i, (name, k) in enumerate(zip(names, solution)))
+    lines = (f"({i + 1}) {name} is a {role_word(k)}" for i, (name, k) in enumerate(zip(names, solution)))
+    return "\n".join(lines)

@@ -70,7 +70,8 @@ class KnightsKnavesTask(Task):
         self.mix = parse_mix(mix)
         style = None if trace_style in (None, "none", "") else trace_style
         if style is not None and style not in TRACE_STYLES:
-            raise AhaError(f"trace_style must be one of {', '.join(TRACE_STYLES)} or none, got {trace_style!r}")
+            raise AhaError(f"trace_style must be one of {', '.join(TRACE_STYLES)} or none, "
+                           f"got {trace_style!r}")
         self.trace_style = style
         self.think_preopened = bool(think_preopened)
         self.system_prompt = SYSTEM_PROMPT if system_prompt is None else system_prompt
@@ -110,7 +111,8 @@ class KnightsKnavesTask(Task):
         if "index" in puzzle.extra:
             meta["index"] = puzzle.extra["index"]
         if self.trace_style and puzzle.n_solutions == 1:
-            meta["trace"] = make_trace(puzzle.names, puzzle.statements, self.trace_style, self.think_preopened)
+            meta["trace"] = make_trace(puzzle.names, puzzle.statements, self.trace_style,
+                                       self.think_preopened)
         return Example(id=puzzle.id, prompt=prompt, answer=puzzle.answer, meta=meta)
 
     def examples(self, split: str = "train") -> Iterator[Example]:

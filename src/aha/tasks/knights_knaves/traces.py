@@ -74,7 +74,8 @@ class SearchResult:
 
 
 class _Search:
-    def __init__(self, names: tuple[str, ...] | list[str], statements: tuple[Statement, ...] | list[Statement]):
+    def __init__(self, names: tuple[str, ...] | list[str],
+                 statements: tuple[Statement, ...] | list[Statement]):
         self.names = list(names)
         self.n = n = len(statements)
         self.full = full_mask(n)
@@ -156,7 +157,8 @@ class _Search:
         return None
 
 
-def search(names: tuple[str, ...] | list[str], statements: tuple[Statement, ...] | list[Statement]) -> SearchResult:
+def search(names: tuple[str, ...] | list[str],
+           statements: tuple[Statement, ...] | list[Statement]) -> SearchResult:
     """Run the traced search (see the module docstring)."""
     run = _Search(names, statements)
     found = run.dfs([None] * run.n, run.full, ())

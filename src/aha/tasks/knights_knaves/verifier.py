@@ -3,19 +3,20 @@
 Grading of one completion:
 - format: `aha.tasks.formatting.check_think_answer` (think and answer tags exactly once, in order,
   nothing but whitespace after `</answer>`; honours a pre-opened `<think>`);
-- answer: the last `<answer>...</answer>` block. A role claim is `NAME is [a] knight|knave`, matched
-  case-insensitively with the name delimited by non-word characters, so "Ann" never matches inside
-  "Anna" (and when one name ends another, "Mary Ann" vs "Ann", the longer name wins the claim).
-  Anything else that reads `WORD is a knight|knave` names a person who is not in the puzzle.
+- answer: the last `<answer>...</answer>` block. A role claim is `NAME is [a] knight|knave`; the name
+  is matched case-insensitively and must not be preceded by a character that could continue a name
+  (letter, digit, `_`, `'`, `-`), so "Ann" never matches inside "Anna" or "Jo-Ann", and when one name
+  ends another ("Mary Ann" and "Ann") the longer name owns the claim. Any other `WORD is a
+  knight|knave` names a person who is not in the puzzle, which makes the answer wrong.
 
 `Verdict.correct` judges the answer content only (every person named with exactly one role, each
 right, nobody extra); `Verdict.format_ok` is reported separately, and the Logic-RL reward combines
 both. `Verdict.parsed` maps each claimed person to "knight", "knave" or "conflict" (named with both
 roles), including extra people under the name as written; None when the answer has no claim.
 
-Model output is untrusted: the verifier never raises, rejects over-long completions and
-completions with many `<answer>` tags up front (which keeps every regex scan linear), and does only
-regex work bounded by the text length.
+Model output is untrusted: the verifier never raises, rejects over-long completions and completions
+with many `<answer>` tags up front (many unclosed tags would make the answer-block search quadratic),
+and otherwise does one linear scan per step.
 """
 
 from __future__ import annotations
@@ -28,13 +29,21 @@ from aha.tasks.formatting import ANSWER_OPEN, check_think_answer, last_answer_bl
 
 MAX_CHARS = 200_000
 MAX_ANSWER_TAGS = 16
-_ROLE = r"\s+is\s+(?:a\s+)?(knight|knave)(?!\w)"
-_ANY_CLAIM = re.compile(r"(?<![\w'\-])([^\W\d_][\w'\-]*)" + _ROLE, re.IGNORECASE)
+# " is a knight" / " is knave": the scan starts only where a whitespace run starts, so it stays linear
+_CLAIM = re.compile(r"(?<!\s)\s+is\s+(?:a\s+)?(knight|knave)(?![\w'\-])", re.IGNORECASE)
+_SUBJECT = re.compile(r"[^\W\d_][\w'\-]*$")
+_SUBJECT_WINDOW = 64  # longest extra-person word looked at
+
+
+def _is_name_char(ch: str) -> bool:
+    """Characters that continue a name: a name must not be preceded by one ("Anna" is not "...nna")."""
+    return ch.isalnum() or ch in "_'-"
 
 
 @lru_cache(maxsize=4096)
-def _name_patterns(names: tuple[str, ...]) -> tuple[re.Pattern, ...]:
-    return tuple(re.compile(r"(?<![\w'\-])" + re.escape(name) + r"(?![\w'\-])" + _ROLE, re.IGNORECASE) for name in names)
+def _folded(names: tuple[str, ...]) -> tuple[tuple[int, str], ...]:
+    """(index, lower-cased name), longest first so that "Mary Jo" wins over "Jo"."""
+    return tuple(sorted(((i, n.lower()) for i, n in enumerate(names)), key=lambda t: -len(t[1])))
 
 
 def parse_roles(block: str, names: tuple[str, ...] | list[str]) -> tuple[dict[str, str], list[str]]:
@@ -46,31 +55,33 @@ def parse_roles(block: str, names: tuple[str, ...] | list[str]) -> tuple[dict[st
     written) to "knight", "knave" or "conflict"; extras lists the names not in the puzzle.
     """
     names = tuple(names)
-    # role-word position -> (name start, name index, role); a longer name ending at the same claim wins
-    claims: dict[int, tuple[int, int, str]] = {}
-    for idx, pattern in enumerate(_name_patterns(names)):
-        for m in pattern.finditer(block):
-            pos = m.start(1)
-            if pos not in claims or m.start() < claims[pos][0]:
-                claims[pos] = (m.start(), idx, m.group(1).lower())
+    folded = _folded(names)
     roles: dict[int, set[str]] = {}
-    for _, idx, role in claims.values():
-        roles.setdefault(idx, set()).add(role)
+    extra_roles: dict[str, set[str]] = {}
+    for m in _CLAIM.finditer(block):
+        end = m.start()  # the subject ends where the whitespace before "is" starts
+        role = m.group(1).lower()
+        for idx, name in folded:
+            start = end - len(name)
+            if (start >= 0 and block[start:end].lower() == name
+                    and (start == 0 or not _is_name_char(block[start - 1]))):
+                roles.setdefault(idx, set()).add(role)
+                break
+        else:
+            window = block[max(0, end - _SUBJECT_WINDOW):end]
+            subject = _SUBJECT.search(window)
+            if subject is not None:
+                first = end - len(window) + subject.start()
+                if first == 0 or not _is_name_char(block[first - 1]):
+                    extra_roles.setdefault(subject.group(0), set()).add(role)
     parsed: dict[str, str] = {}
     for idx in sorted(roles):
         found = roles[idx]
         parsed[names[idx]] = found.pop() if len(found) == 1 else "conflict"
-    extras: list[str] = []
-    for m in _ANY_CLAIM.finditer(block):
-        if m.start(2) in claims:
-            continue
-        who = m.group(1)
-        role = m.group(2).lower()
-        if who not in parsed:
-            extras.append(who)
-            parsed[who] = role
-        elif parsed[who] != role:
-            parsed[who] = "conflict"
+    extras = [who for who in extra_roles if who not in parsed]
+    for who in extras:
+        found = extra_roles[who]
+        parsed[who] = found.pop() if len(found) == 1 else "conflict"
     return parsed, extras
 
 

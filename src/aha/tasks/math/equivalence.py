@@ -26,6 +26,9 @@ from aha.tasks.math.timeout import TimedOut, WorkerError, call_with_timeout
 
 # answers longer than this are not handed to sympy (a real final answer is never this long)
 MAX_SYMBOLIC_CHARS = 500
+# nor answers nested deeper than this (or than twice the reference): math-verify's LaTeX parser takes
+# time exponential in the nesting depth (20 nested \frac take 40 s), and no final answer needs it
+MAX_NESTING = 12
 
 
 @dataclass(frozen=True)
@@ -230,6 +233,8 @@ def is_equivalent(gold: str, pred: str, *, timeout: float = 5.0, symbolic: bool 
         return Equivalence(False, "string")
     if len(p) > MAX_SYMBOLIC_CHARS:
         return Equivalence(False, "none", "answer too long to compare")
+    if nesting_depth(p) > max(MAX_NESTING, 2 * nesting_depth(g)):
+        return Equivalence(False, "none", "answer nested too deeply to compare")
     try:
         equal = call_with_timeout(_SYMBOLIC_FN, g, p, timeout=timeout)
     except TimedOut:
@@ -239,6 +244,18 @@ def is_equivalent(gold: str, pred: str, *, timeout: float = 5.0, symbolic: bool 
     except Exception as exc:  # noqa: BLE001 - e.g. the worker cannot be started on this platform
         return Equivalence(False, "symbolic", f"checker unavailable: {type(exc).__name__}: {exc}"[:300])
     return Equivalence(bool(equal), "symbolic")
+
+
+def nesting_depth(text: str) -> int:
+    """Deepest nesting of (), [] and {} brackets in `text` (unbalanced brackets are tolerated)."""
+    depth = deepest = 0
+    for c in text:
+        if c in "([{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in ")]}":
+            depth = max(0, depth - 1)
+    return deepest
 
 
 def _as_text(x: object) -> str:

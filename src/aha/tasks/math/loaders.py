@@ -4,6 +4,7 @@ Every loader yields plain dicts in one schema, which is also what `aha data gsm8
 writes:
 
     {"id": str, "question": str, "answer": str,            # always
+     "accepted": [str, ...],                               # when several answers count as right
      "solution": str, "level": int, "subject": str,        # when the data has them
      "year": int, "contest": str, "number": int, "url": str,
      "choices": [str, ...]}                                # multiple choice only
@@ -324,9 +325,22 @@ def _math(rec: RawRecord, fields: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+# "080 or 081 (both were accepted)": AIME 2022 II problem 8 had two accepted answers
+_ALTERNATIVES = re.compile(r"^\s*([^\s()]+)\s+or\s+([^\s()]+)\s*(?:\((?:both )?(?:were |are )?accepted\))?\s*$")
+
+
 def _competition(rec: RawRecord, fields: dict[str, str]) -> dict[str, Any]:
     out = _base(rec, "competition", fields)
-    out["answer"] = _text(rec, "answer", _get(rec, "competition", "answer", fields, required=True))
+    answer = _get(rec, "competition", "answer", fields, required=True)
+    if isinstance(answer, list) and answer:
+        accepted = [_text(rec, "answer", a) for a in answer]
+    else:
+        text = _text(rec, "answer", answer)
+        m = _ALTERNATIVES.match(text)
+        accepted = [m.group(1), m.group(2)] if m else [text]
+    out["answer"] = accepted[0]
+    if len(accepted) > 1:
+        out["accepted"] = accepted
     for key in ("solution", "subject", "contest", "url"):
         value = _optional_text(rec, key, _get(rec, "competition", key, fields))
         if value:

@@ -162,8 +162,8 @@ class MathTask(Task):
 
     def make_example(self, row: dict[str, Any]) -> Example:
         """An Example from one normalised record."""
-        meta: dict[str, Any] = {k: row[k] for k in ("level", "subject", "year", "contest", "number", "url")
-                                if row.get(k) is not None}
+        meta: dict[str, Any] = {k: row[k] for k in ("level", "subject", "year", "contest", "number", "url",
+                                                    "accepted") if row.get(k) is not None}
         meta["bucket"] = _bucket(row, self.bucket_by)
         solution = row.get("solution")
         if solution:
@@ -194,11 +194,15 @@ class MathTask(Task):
         if found is None:
             return Verdict(error=f"no answer found (looked for: {', '.join(self.extract)})")
         pred, _ = found
-        eq = is_equivalent(example.answer, pred, timeout=self.timeout, symbolic=self.symbolic,
-                           min_rounded_decimals=self.min_rounded_decimals)
-        if eq.equal:
-            return Verdict(parsed=pred, format_ok=True, correct=True, partial=1.0)
-        reason = f"wrong, {eq.error}" if eq.error else f"wrong: expected {example.answer}"
+        error = None
+        # some problems accept several answers (meta["accepted"]); any of them is right
+        for gold in example.meta.get("accepted") or [example.answer]:
+            eq = is_equivalent(gold, pred, timeout=self.timeout, symbolic=self.symbolic,
+                               min_rounded_decimals=self.min_rounded_decimals)
+            if eq.equal:
+                return Verdict(parsed=pred, format_ok=True, correct=True, partial=1.0)
+            error = error or eq.error
+        reason = f"wrong, {error}" if error else f"wrong: expected {example.answer}"
         return Verdict(parsed=pred, format_ok=True, correct=False, partial=0.0, error=reason)
 
 

@@ -28,6 +28,9 @@ EQUIVALENCE_CASES = [
     ("18", "$18.00", True, "numeric"),  # dollars and cents, math-mode `$` dropped
     ("50", "50\\%", True, "numeric"),  # percent sign (LaTeX)
     ("50", "50%", True, "numeric"),  # percent sign (plain)
+    ("10\\%", "0.1", True, "numeric"),  # a percentage is also its fraction
+    ("0.1", "10%", True, "numeric"),  # ... on either side
+    ("10\\%", "0.2", False, "numeric"),  # but not any number
     ("-4", "-4", True, "numeric"),  # negative
     ("-4", "−4", True, "numeric"),  # Unicode minus
     ("-4", "4", False, "numeric"),  # a lost sign is wrong
@@ -81,6 +84,7 @@ EQUIVALENCE_CASES = [
     ("5", "", False, "none"),  # empty answer
     ("5", "   ", False, "none"),  # blank answer
     ("", "5", False, "none"),  # empty reference
+    ("5", "5" * 3000, False, "none"),  # absurdly long answer: refused before any parsing
 ]
 
 

@@ -133,3 +133,33 @@ def test_verify_from_a_thread_reports_timed_out(warm_shared_pool):
     # and the next check (on a fresh worker) is graded normally
     assert task.verify("\\boxed{\\sqrt{1}}", example).correct
     assert warm_shared_pool.timeouts >= 1
+
+
+def test_without_fork_each_worker_is_a_subprocess():
+    # the fallback where fork is unavailable: same behaviour, slower replacement
+    pool = WorkerPool(size=1, preload=(), fork=False)
+    try:
+        with pytest.raises(TimedOut):
+            pool.call("time:sleep", 30, timeout=0.3)
+        assert pool.call("math:gcd", 9, 12, timeout=10) == 3
+    finally:
+        pool.close()
+
+
+def _gcd_in_forked_child(pool, queue):
+    queue.put(pool.call("math:gcd", 10, 4, timeout=10))
+
+
+def test_forked_child_starts_its_own_workers(bare_pool):
+    # a child forked while the parent holds warm workers must not talk to them (their sockets are
+    # the parent's): it starts its own, and the parent's workers keep working
+    bare_pool.warm(1)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_gcd_in_forked_child, args=(bare_pool, queue))
+    proc.start()
+    try:
+        assert queue.get(timeout=NO_HANG) == 2
+    finally:
+        proc.join(timeout=NO_HANG)
+    assert bare_pool.call("math:gcd", 10, 15, timeout=10) == 5

@@ -1,8 +1,10 @@
 """The transformers `generate` backend: the reference the engine is checked against.
 
 Each prompt is repeated n times, left-padded into one batch and handed to `model.generate`; stop
-strings go to generate's own `stop_strings` criterion so rows stop early, and every row is trimmed
-after its first EOS or stop string afterwards (generate pads finished rows until the longest one ends).
+strings are checked by a StoppingCriteria built on the engine's `StopChecker` so rows stop early
+(generate's own `stop_strings` needs a tokenizer whose vocabulary round-trips through
+`convert_ids_to_tokens`, which not every tokenizer does), and every row is trimmed after its first EOS
+or stop string afterwards (generate pads finished rows until the longest one ends).
 
 Seeding: `torch.manual_seed(seed)` inside a forked RNG state (the caller's global RNG is untouched).
 Generate draws from one global stream for the whole batch, so a completion depends on the batch it
@@ -31,6 +33,27 @@ from aha.rollout.engine import (
 )
 
 
+class _StopStrings:
+    """StoppingCriteria: a row is done once its generated text contains a stop string.
+
+    stop: the checker; prompt_len: columns of input_ids that are the (padded) prompt;
+    vocab_size: the model's vocabulary size (ids are below it).
+    """
+
+    def __init__(self, stop: StopChecker, prompt_len: int, vocab_size: int):
+        self.stop, self.prompt_len, self.vocab_size = stop, prompt_len, vocab_size
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        generated = input_ids[:, self.prompt_len:]  # (R, t)
+        table = self.stop.candidates(self.vocab_size, generated.device)  # (V,)
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)  # (R,)
+        if generated.shape[1] == 0:
+            return done
+        for r in table[generated[:, -1]].nonzero().flatten().tolist():
+            done[r] = self.stop.hit(generated[r, -self.stop.window:].tolist())
+        return done
+
+
 class HFGenerator:
     """`Generator` over transformers' `model.generate`.
 
@@ -54,7 +77,7 @@ class HFGenerator:
         prompts: token ids per prompt (no padding, non-empty).
         params: temperature (0 = greedy), top_p, top_k (0 = off), max_new_tokens, n, stop, seed.
         """
-        from transformers import GenerationConfig
+        from transformers import GenerationConfig, StoppingCriteriaList
 
         check_params(params, self.tokenizer)
         if any(len(p) == 0 for p in prompts):
@@ -76,9 +99,12 @@ class HFGenerator:
         knobs = dict(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k) if sampling else {}
         config = GenerationConfig(
             max_new_tokens=params.max_new_tokens, do_sample=sampling, num_beams=1, repetition_penalty=1.0,
-            eos_token_id=list(self.eos_ids), pad_token_id=self.pad_id, stop_strings=list(params.stop) or None,
-            **knobs)
-        extra = {"tokenizer": self.tokenizer} if params.stop else {}
+            eos_token_id=list(self.eos_ids), pad_token_id=self.pad_id, **knobs)
+        stop = StopChecker(self.tokenizer, params.stop) if params.stop else None
+        extra = {}
+        if stop is not None:
+            vocab = max(len(self.tokenizer), int(getattr(self.model.config, "vocab_size", 0) or 0))
+            extra["stopping_criteria"] = StoppingCriteriaList([_StopStrings(stop, P, vocab)])
         devices = [device] if device.type == "cuda" else []
         was_training = self.model.training
         self.model.eval()
@@ -90,7 +116,6 @@ class HFGenerator:
         finally:
             self.model.train(was_training)
         generated = out[:, P:].tolist()  # (R, <= max_new_tokens)
-        stop = StopChecker(self.tokenizer, params.stop) if params.stop else None
         eos = set(self.eos_ids)
         tokens, reasons = [], []
         for seq in generated:

@@ -93,17 +93,20 @@ def pad_right(seqs: list[list[int]], pad_id: int, device: Any) -> tuple[torch.Te
 
 
 def token_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, start: int,
-                   temperature: float = 1.0, with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                   temperature: float = 1.0, with_entropy: bool = False, entropy_grad: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs of tokens input_ids[:, start+1:] given their prefixes, at `temperature`.
 
     input_ids, attention_mask: (B, L), right-padded.
     start: first position whose next-token prediction is needed (the shortest prompt length - 1),
         so the prompt-only prefix is not pushed through the vocabulary projection.
     Returns logprobs (B, L-1-start) for targets input_ids[:, start+1:], and entropy of the same
-    positions when asked (else None).
+    positions when asked (else None); the entropy carries gradients only with `entropy_grad`
+    (an entropy bonus), otherwise it is a detached metric.
     """
-    out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-    logits = out.logits[:, start:-1, :].float()  # (B, T, V) with T = L-1-start
+    width = input_ids.shape[1] - start  # positions start .. L-1; the last one predicts nothing we need
+    out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=width)
+    logits = out.logits[:, :-1, :].float()  # (B, T, V) with T = L-1-start
     if temperature and temperature != 1.0:
         logits = logits / temperature
     logp = F.log_softmax(logits, dim=-1)  # (B, T, V)
@@ -111,5 +114,9 @@ def token_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Te
     chosen = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, T)
     entropy = None
     if with_entropy:
-        entropy = -(logp.exp() * logp).sum(-1)  # (B, T)
+        if entropy_grad:
+            entropy = -(logp.exp() * logp).sum(-1)  # (B, T)
+        else:
+            with torch.no_grad():
+                entropy = -(logp.exp() * logp).sum(-1)  # (B, T)
     return chosen, entropy

@@ -78,7 +78,7 @@ def safe_verify(task: Any, text: str, example: Example) -> Verdict:
 
 
 def completion_logprobs(model: Any, prompts: list[list[int]], completions: list[list[int]], pad_id: int,
-                        temperature: float, with_entropy: bool = False
+                        temperature: float, with_entropy: bool = False, entropy_grad: bool = False
                         ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Per-token log-probs of each completion given its prompt.
 
@@ -89,7 +89,7 @@ def completion_logprobs(model: Any, prompts: list[list[int]], completions: list[
     seqs = [p + c for p, c in zip(prompts, completions)]
     ids, attn = pad_right(seqs, pad_id, device)  # (B, L)
     start = min(len(p) for p in prompts) - 1
-    lp, ent = token_logprobs(model, ids, attn, start, temperature, with_entropy)  # (B, L-1-start)
+    lp, ent = token_logprobs(model, ids, attn, start, temperature, with_entropy, entropy_grad)  # (B, L-1-start)
     width = max(len(c) for c in completions)
     offsets = torch.tensor([len(p) - 1 - start for p in prompts], device=device)  # (B,)
     index = offsets[:, None] + torch.arange(width, device=device)[None, :]  # (B, C)
@@ -302,7 +302,7 @@ def train(cfg: TrainConfig) -> Path:
                             comp = [_completion_ids(r) for r in micro]
                             lp, ent, mask = completion_logprobs(
                                 model, [r.prompt_ids for r in micro], comp, pad_id, cfg.rollout.temperature,
-                                with_entropy=True)  # (B, C) each
+                                with_entropy=True, entropy_grad=cfg.algo.entropy_coef > 0)  # (B, C) each
                             width = lp.shape[1]
                             old = pad_rows([r.old_logprobs for r in micro], width) if need_old else lp.detach()
                             ref = None

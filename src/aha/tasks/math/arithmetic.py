@@ -125,7 +125,7 @@ def _evaluate(node: _Node, rng: random.Random, spec: Level) -> int:
         value = a * b
     elif node.op == "/":
         if node.left.op is None and b != 0 and abs(b) <= spec.small:
-            node.left.value = a = b * rng.randint(1, spec.small)  # dividend built from the divisor
+            node.left.value = a = abs(b) * rng.randint(1, spec.small)  # dividend built from the divisor
         elif node.right.op is None:
             divisors = [d for d in range(2, spec.small + 1) if a % d == 0] or [1]
             node.right.value = b = rng.choice(divisors)

@@ -6,7 +6,8 @@
    currency signs, `{,}`, units in `\\text{}`, trailing period);
 2. if both are plain numbers (integers, decimals, thousands groups, `a/b`, `\\frac{a}{b}`,
    `1.5e3`), compare them as exact rationals in this process: `0.5 == \\frac12`, `3.0 == 3`; a decimal
-   with at least 3 places also matches a value it correctly rounds (`0.333` for `1/3`);
+   with at least 3 places also matches a value it correctly rounds (`0.333` for `1/3`); a percentage
+   matches both its number and its fraction (`50\\%` is 50 and 0.5);
    otherwise, if the canonical strings are equal (`\\text{(C)}` vs `(C)`), they are equivalent;
 3. anything else goes to math-verify (gold first: its `verify` is asymmetric) in a worker process
    with a hard deadline (see timeout.py); a pathological input returns "wrong, timed out".
@@ -24,7 +25,9 @@ from functools import lru_cache
 from aha.tasks.math.extract import unbox
 from aha.tasks.math.timeout import TimedOut, WorkerError, call_with_timeout
 
-# answers longer than this are not handed to sympy (a real final answer is never this long)
+# an answer longer than this is not even normalised (a final answer is never this long), and one
+# longer than MAX_SYMBOLIC_CHARS after normalisation is not handed to sympy
+MAX_ANSWER_CHARS = 2000
 MAX_SYMBOLIC_CHARS = 500
 # nor answers nested deeper than this (or than twice the reference): math-verify's LaTeX parser takes
 # time exponential in the nesting depth (20 nested \frac take 40 s), and no final answer needs it
@@ -219,6 +222,8 @@ def is_equivalent(gold: str, pred: str, *, timeout: float = 5.0, symbolic: bool 
     """
     gold_s = _as_text(gold)
     pred_s = _as_text(pred)
+    if len(pred_s) > MAX_ANSWER_CHARS:
+        return Equivalence(False, "none", "answer too long to compare")
     g, p = normalize_answer(gold_s), normalize_answer(pred_s)
     if not p:
         return Equivalence(False, "none", "empty answer")
@@ -226,7 +231,12 @@ def is_equivalent(gold: str, pred: str, *, timeout: float = 5.0, symbolic: bool 
         return Equivalence(False, "none", "empty reference answer")
     gn, pn = parse_number(g, normalized=True), parse_number(p, normalized=True)
     if gn is not None and pn is not None:
-        return Equivalence(numbers_equal(gn, pn, min_rounded_decimals), "numeric")
+        equal = numbers_equal(gn, pn, min_rounded_decimals)
+        # a percent sign was stripped from one side only: "50\%" is also 0.5
+        if not equal and ("%" in gold_s) != ("%" in pred_s):
+            pct, other = (gn, pn) if "%" in gold_s else (pn, gn)
+            equal = numbers_equal(Number(pct.value / 100), other, min_rounded_decimals)
+        return Equivalence(equal, "numeric")
     if strings_equal(g, p):
         return Equivalence(True, "string")
     if not symbolic:

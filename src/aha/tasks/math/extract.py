@@ -76,11 +76,16 @@ def last_boxed(text: str) -> str | None:
     An unclosed last box means the answer was cut off: we do not fall back to an earlier box, since
     the model had moved past it.
     """
-    boxes = all_boxed(text)
-    if not boxes or boxes[-1] is None:
+    if not isinstance(text, str):
         return None
-    content = boxes[-1].strip()
-    return content or None
+    last = None
+    for last in _BOX_START.finditer(text):
+        pass
+    if last is None:
+        return None
+    # only the last box is scanned: measuring every box of "\boxed{" * n would be quadratic
+    content = _box_content(text, last.start())
+    return content.strip() or None if content is not None else None
 
 
 def unbox(text: str) -> str:

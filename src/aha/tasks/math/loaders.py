@@ -238,7 +238,7 @@ def _int(rec: RawRecord, key: str, value: Any, pattern: str = r"(-?\d+)") -> int
         m = re.search(pattern, value)
         if m:
             return int(m.group(1))
-        if value.strip() in ("?", "", "unknown", "None"):
+        if re.sub(r"^(?i:level)\s*", "", value.strip()).lower() in ("?", "", "unknown", "none"):
             return None  # MATH has a few "Level ?" problems
     raise AhaError(f"{rec.where}: field {key!r} must be an integer, got {value!r}")
 

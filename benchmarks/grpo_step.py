@@ -1,0 +1,86 @@
+"""Seconds per GRPO step of aha's trainer on the reference workload.
+
+Workload (the one TRL 1.16's GRPOTrainer was measured on): a Qwen2 model with random weights,
+hidden 256, 4 layers, 4 heads, 2 KV heads, intermediate 688, vocabulary 2,000, tied embeddings
+(~3.4M parameters); 8 prompts x 8 samples per step; prompts of about 120 tokens (4- and 5-person
+Knights-and-Knaves puzzles); up to 128 new tokens; temperature 1.0; fp32; one update per step;
+KL coefficient 0.04 (reference model forward included) or 0.
+
+It runs the real `aha train` loop (generation, verification, rewards, advantages, update,
+metrics, rollouts written to disk) for 1 warm-up + N measured steps and prints the median seconds
+per step, generation tokens per second, and peak resident memory.
+
+    python3 benchmarks/grpo_step.py --kl 0.04 [--backend engine|hf] [--steps 5] [--json out.json]
+
+Measured figures are recorded in the README ("Performance").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--kl", type=float, default=0.04, help="KL coefficient (0.04 or 0)")
+    p.add_argument("--backend", default="engine", choices=["engine", "hf"])
+    p.add_argument("--steps", type=int, default=5, help="measured steps after one warm-up step")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    p.add_argument("--json", default=None, help="write seconds_per_step, generation_tokens_per_s, peak_rss_mib")
+    args = p.parse_args(argv)
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from aha.config import load_config
+    from aha.models import build_model, train_tokenizer
+    from aha.runs import read_jsonl
+    from aha.tasks import get_task
+    from aha.train.config import TrainConfig
+    from aha.train.grpo import train
+
+    work = Path(tempfile.mkdtemp(prefix="aha-bench-"))
+    task_options = {"people": "4-5", "count": 200, "test_count": 10, "seed": 0, "trace_style": "none",
+                    "system_prompt": ""}
+    task = get_task("knights-knaves", **task_options)
+    tokenizer = train_tokenizer(task.corpus(2000, 0), vocab_size=2000)
+    # pad the vocabulary to exactly 2,000 entries, as the reference model has
+    tokenizer.add_tokens([f"<extra_{i}>" for i in range(2000 - len(tokenizer))])
+    model = build_model(tokenizer, "tiny", seed=0)
+    model.save_pretrained(str(work / "model"))
+    tokenizer.save_pretrained(str(work / "model"))
+    cfg = load_config(TrainConfig, None, [
+        f"model.path={work / 'model'}", "model.device=cpu", "task.name=knights-knaves",
+        f"task.options={json.dumps(task_options)}", "rewards=[{name: logic_rl, weight: 1.0}]",
+        f"rollout.backend={args.backend}", "rollout.temperature=1.0", "rollout.max_new_tokens=128",
+        "rollout.stop=[]", f"algo.kl_coef={args.kl}", "batch.prompts_per_step=8", "batch.samples_per_prompt=8",
+        "batch.micro_batch_size=16", "optim.lr=1e-6", f"steps={args.steps + 1}", f"run.out_dir={work / 'run'}",
+        "run.progress=false"])
+    train(cfg)
+    rows = read_jsonl(work / "run" / "metrics.jsonl")[1:]  # drop the warm-up step
+    step_seconds = statistics.median(r["time/step"] for r in rows)
+    gen_tps = statistics.median(r["tokens_per_s"] for r in rows)
+    gen_seconds = statistics.median(r["time/generation"] for r in rows)
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    from aha.train.common import render_prompt
+
+    prompt_len = statistics.mean(len(render_prompt(tokenizer, ex.prompt)) for ex in list(task.examples("train"))[:64])
+    result = {"seconds_per_step": step_seconds, "generation_seconds": gen_seconds,
+              "generation_tokens_per_s": gen_tps, "peak_rss_mib": peak_mib, "kl": args.kl,
+              "backend": args.backend, "threads": torch.get_num_threads(), "mean_prompt_tokens": prompt_len,
+              "params": sum(p.numel() for p in model.parameters())}
+    print(json.dumps(result, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -21,7 +21,14 @@ HELP = "convert a GSM8K / MATH / AIME / AMC file (jsonl, json, parquet) into aha
 KINDS = {"gsm8k": "gsm8k", "math": "math", "aime": "competition", "amc": "competition"}
 
 
+_LABELS = {"gsm8k": "a GSM8K-style file (question, answer ending in '#### N')",
+           "math": "a MATH-style file (problem, solution and/or answer, level, type/subject)",
+           "aime": "an AIME-style file (question, integer answer, year)",
+           "amc": "an AMC-style file (problem, numeric answer, url)"}
+
+
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    parser.description = f"Convert {_LABELS[name]} into aha's jsonl."
     parser.add_argument("--from", dest="source", required=True, nargs="+", metavar="FILE",
                         help="input file(s) (.jsonl, .json, .parquet) or a `datasets` name (needs the network)")
     parser.add_argument("--out", required=True, help="output .jsonl file")

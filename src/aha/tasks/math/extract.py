@@ -78,13 +78,11 @@ def last_boxed(text: str) -> str | None:
     """
     if not isinstance(text, str):
         return None
-    last = None
-    for last in _BOX_START.finditer(text):
-        pass
-    if last is None:
+    starts = [m.start() for m in _BOX_START.finditer(text)]
+    if not starts:
         return None
-    # only the last box is scanned: measuring every box of "\boxed{" * n would be quadratic
-    content = _box_content(text, last.start())
+    # only the last box is scanned: measuring every box of "\\boxed{" * n would be quadratic
+    content = _box_content(text, starts[-1])
     return content.strip() or None if content is not None else None
 
 

@@ -137,6 +137,9 @@ PARSE_CASES = [
     ("2^{10}", None),  # a power is left to the symbolic stage
     ("1e999999999", None),  # exponent too large to build: never evaluated
     ("9" * 200, None),  # absurdly long: left to the (time-bounded) symbolic stage
+    ("1" + "m" * 60 + "x", None),  # hostile unit-like tail: rejected in linear time
+    ("12 square feet", Fraction(12)),  # several unit words
+    ("2 apples", None),  # not a unit: not a plain number
 ]
 
 

@@ -167,7 +167,8 @@ def hf_greedy(model, prompts, eos_ids, max_new):
 
 
 @pytest.mark.parametrize("mode,attn", [
-    ("cascade", "sdpa"),  # shared prompt prefix + per-row suffix (default)
+    ("native", "sdpa"),   # lean decode step + cascade attention (default for plain Qwen2)
+    ("cascade", "sdpa"),  # shared prompt prefix + per-row suffix, through the model's forward
     ("slab", "sdpa"),     # prompt cache copied per row, ready-made boolean 4D masks
     ("slab", "eager"),    # additive float masks
     ("dynamic", "sdpa"),  # transformers DynamicCache and 2D masks
@@ -194,8 +195,41 @@ def test_greedy_equals_generate(tok, mode, attn):
     assert out[0].finish_reason == "eos" and len(out[0].token_ids) <= 7
 
 
-def test_auto_mode_is_cascade_for_qwen2(model, tok):
-    assert EngineGenerator(model, tok).mode == "cascade"
+def test_auto_mode_is_native_for_qwen2(model, tok):
+    assert EngineGenerator(model, tok).mode == "native"
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3"])  # no q/k/v bias; per-head q/k RMSNorm
+def test_native_step_on_other_architectures(tok, arch):
+    import transformers
+
+    config_cls, model_cls = {"llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
+                             "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM)}[arch]
+    torch.manual_seed(0)
+    model = model_cls(config_cls(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                 num_key_value_heads=2, intermediate_size=128, head_dim=16,
+                                 initializer_range=0.2, tie_word_embeddings=True)).eval()
+    prompts = random_prompts([5, 2, 7])
+    expected = hf_greedy(model, prompts, [EOS], 10)
+    gen = EngineGenerator(model, tok, eos_token_ids=[EOS])
+    assert gen.mode == "native"
+    out = gen.generate(prompts, SamplingParams(temperature=0.0, max_new_tokens=10, n=2))
+    assert [c.token_ids for c in out] == [expected[c.prompt_index] for c in out]
+
+
+def test_weight_updates_between_calls_are_seen(tok):
+    # the trainer updates parameters in place between rollouts; the native step must not keep stale copies
+    model = make_model()
+    gen = EngineGenerator(model, tok, eos_token_ids=[EOS])
+    prompts = random_prompts([5, 3])
+    params = SamplingParams(temperature=0.0, max_new_tokens=10)
+    before = [c.token_ids for c in gen.generate(prompts, params)]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    after = [c.token_ids for c in gen.generate(prompts, params)]
+    assert after == hf_greedy(model, prompts, [EOS], 10)
+    assert after != before
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -257,7 +291,7 @@ def test_seeds_reproduce_and_differ(model, tok):
     assert len({tuple(x.token_ids) for x in a[:3]}) == 3
 
 
-@pytest.mark.parametrize("mode", ["cascade", "slab", "dynamic"])
+@pytest.mark.parametrize("mode", ["native", "cascade", "slab", "dynamic"])
 def test_completions_do_not_depend_on_the_batch(model, tok, mode):
     prompts = random_prompts([6, 3, 8, 5])
     params = SamplingParams(max_new_tokens=12, n=3, seed=4)

@@ -1,24 +1,31 @@
-"""aha's rollout engine: a decode loop over a Hugging Face causal LM's forward with a KV cache.
+"""aha's rollout engine: a decode loop with a KV cache over a Hugging Face causal LM.
 
 Why not `model.generate`: in RL sampling most of its work is wasted. Finished rows stay in the batch
 until the longest one ends, every sample of a group prefills the same prompt again, and on small
-models the per-step bookkeeping outside the model is a large share of the time. This engine:
+models the per-step work outside the model's arithmetic is a large share of the time. This engine:
 
-- prefills each distinct prompt once and copies its keys/values to the group's n rows;
-- drops finished rows (EOS, stop string) from the working batch, copying the cache rows that are
-  still alive, once enough rows have finished for the copy to pay for itself;
-- writes keys/values into a preallocated per-layer buffer (no concatenation per step), grown in
-  chunks so a long cap does not reserve memory that early-finishing rows never use;
-- samples with one counter-based uniform per row and step, so completion j of prompt i depends only
-  on (seed, i, j) and the logits, never on which other rows shared the batch or on the device;
-- returns the log-probability of each sampled token for free (see `sample_tokens` for which
-  distribution).
+- prefills each distinct prompt once (one forward of the model); its n samples then share that
+  prompt cache: in the default modes the prompt keys/values stay stored once per prompt and a
+  "cascade" attention reads them once for all the group's rows (`cascade_core`), so the per-row
+  cache holds generated tokens only;
+- drops finished rows (EOS, stop string) from the working batch by copying the live rows of the
+  cache, once finished rows are `compact_fraction` of the batch;
+- writes keys/values into preallocated per-layer buffers (no concatenation per step), doubled when
+  full so a long cap does not reserve memory that early-finishing rows never use;
+- samples with one counter-based uniform per row and step (a hash of seed, prompt index, sample
+  index and step), so completion j of prompt i depends only on those and the logits, never on which
+  other rows shared the batch, the batch size or the device;
+- returns the log-probability of each sampled token (see `sample_tokens` for which distribution);
+- checks stop strings by decoding a short tail of a row, only after tokens that can end one.
 
-Models: any decoder-only causal LM whose forward accepts `past_key_values` and `position_ids`. When
-every layer is full attention (Qwen2/2.5/3, Llama, Mistral without sliding window, Phi-3, ...) the
-preallocated "slab" cache and ready-made 4D masks are used; otherwise (sliding-window or hybrid
-layers) the engine falls back to transformers' DynamicCache with 2D masks, still with prefill sharing
-and row removal.
+Decode steps (EngineGenerator `mode`), the first one the model supports by default:
+- "native": plain Llama/Mistral/Qwen2/Qwen3 models: a lean step over the model's own weights
+  (`_NativeDecoder`), which skips transformers' per-module overhead (most of a small model's step);
+- "cascade": any full-attention model whose attention goes through transformers' AttentionInterface,
+  PEFT-wrapped ones included: the model's forward with `cascade_attention` plugged in;
+- "slab": other full-attention models: the model's forward and attention, prompt cache copied per row;
+- "dynamic": anything else (sliding-window or hybrid layers): transformers' DynamicCache, 2D masks.
+The prefill is always the model's own forward.
 
 Shared helpers used by both backends live here too: EOS resolution, the incremental stop-string
 checker and completion assembly.
@@ -205,10 +212,20 @@ def _mix32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
+def _mix32_int(x: int) -> int:
+    """`_mix32` on a Python int (for per-step constants: one tensor op chain fewer per step)."""
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & _MASK32
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & _MASK32
+    return x ^ (x >> 16)
+
+
 def _combine(h: torch.Tensor, x: torch.Tensor | int) -> torch.Tensor:
     """Hash of the pair (h, x); x is mixed first so that consecutive small integers spread."""
-    x = torch.as_tensor(x, dtype=torch.int64, device=h.device) & _MASK32
-    return _mix32(h ^ _mix32((x + 0x9E3779B9) & _MASK32))
+    if isinstance(x, int):
+        return _mix32(h ^ _mix32_int((x + 0x9E3779B9) & _MASK32))
+    return _mix32(h ^ _mix32((x.to(torch.int64) + 0x9E3779B9) & _MASK32))
 
 
 def row_keys(seed: int, prompt_index: torch.Tensor, sample_index: torch.Tensor) -> torch.Tensor:
@@ -383,12 +400,7 @@ class _Prefix:
 def cascade_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                       attention_mask: Any, scaling: float | None = None, dropout: float = 0.0,
                       aha_prefix: _Prefix | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
-    """Decode-step attention split into a shared prefix and per-row suffixes (transformers interface).
-
-    The n samples of a prompt attend to the same prompt keys, so those are read once per prompt for
-    all its rows (one matmul over the (prompts, rows of the prompt) grid) instead of once per row;
-    each row's own generated keys are attended separately and the two softmax parts are merged with
-    their log-sum-exp. Exact up to float rounding.
+    """Decode-step attention over a shared prefix and per-row suffixes (transformers' interface).
 
     query: (B, Hq, 1, D). key/value: (B, H_kv, T, D), the generated part (T >= 1: the current token).
     aha_prefix: the shared prefix; without it (or for several query positions) this is plain SDPA.
@@ -399,27 +411,41 @@ def cascade_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value
     if aha_prefix is None or query.shape[2] != 1:
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling,
                                       dropout=dropout, **kwargs)
-    pre = aha_prefix
     B, Hq, _, D = query.shape
-    Hk = key.shape[1]
-    G = Hq // Hk
-    U, S = pre.keys[0].shape[0], pre.group
     scale = scaling if scaling is not None else D ** -0.5
-    q = query.reshape(B, Hk, G, D) * scale  # (B, Hk, G, D), head h reads KV head h // G
+    out = cascade_core(query.reshape(B, key.shape[1], -1, D) * scale, key, value, aha_prefix, module.layer_idx)
+    return out.reshape(B, 1, Hq, D), None
+
+
+def cascade_core(q: torch.Tensor, key: torch.Tensor, value: torch.Tensor, prefix: _Prefix,
+                 layer: int) -> torch.Tensor:
+    """Attention of one new query per row over its prompt (shared) and its generated keys.
+
+    The n samples of a prompt attend to the same prompt keys, so those are read once per prompt for
+    all its rows (one matmul over the (prompt, row of the prompt) grid) instead of once per row;
+    each row's own generated keys are attended separately, and the two softmax parts are merged
+    through their log-sum-exp. Exact up to float rounding.
+
+    q: (B, H_kv, G, D) queries, already scaled; head h = kv_head * G + g reads KV head h // G.
+    key/value: (B, H_kv, T, D) the rows' generated keys/values, the current token included.
+    prefix: the prompts' keys/values and the rows' places on the query grid.
+    Returns (B, H_kv, G, D) in q's dtype.
+    """
+    B, Hk, G, D = q.shape
+    U, S = prefix.keys[layer].shape[0], prefix.group
     # ---- prefix: queries of each prompt's rows on a (U, S) grid
-    grid = q.new_zeros((U * S, Hk, G, D)).index_copy_(0, pre.slot, q)  # (U*S, Hk, G, D)
+    grid = q.new_zeros((U * S, Hk, G, D)).index_copy_(0, prefix.slot, q)  # (U*S, Hk, G, D)
     grid = grid.view(U, S, Hk, G, D).transpose(1, 2).reshape(U, Hk, S * G, D)  # (U, Hk, S*G, D)
-    layer = module.layer_idx
-    sp = torch.matmul(grid, pre.keys[layer].transpose(-1, -2)).float()  # (U, Hk, S*G, P)
-    if pre.bias is not None:
-        sp = sp + pre.bias
+    sp = torch.matmul(grid, prefix.keys[layer].transpose(-1, -2)).float()  # (U, Hk, S*G, P)
+    if prefix.bias is not None:
+        sp = sp + prefix.bias
     mp = sp.amax(-1, keepdim=True)  # (U, Hk, S*G, 1)
     ep = (sp - mp).exp_()
     lp = ep.sum(-1, keepdim=True)  # (U, Hk, S*G, 1)
-    op = torch.matmul(ep.to(value.dtype), pre.values[layer]).float()  # (U, Hk, S*G, D)
+    op = torch.matmul(ep.to(value.dtype), prefix.values[layer]).float()  # (U, Hk, S*G, D)
 
     def to_rows(x: torch.Tensor) -> torch.Tensor:  # (U, Hk, S*G, c) -> (B, Hk, G, c)
-        return x.view(U, Hk, S, G, -1).transpose(1, 2).reshape(U * S, Hk, G, -1).index_select(0, pre.slot)
+        return x.view(U, Hk, S, G, -1).transpose(1, 2).reshape(U * S, Hk, G, -1).index_select(0, prefix.slot)
 
     op, mp, lp = to_rows(op), to_rows(mp), to_rows(lp)
     # ---- suffix: each row's generated tokens
@@ -431,8 +457,7 @@ def cascade_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value
     # ---- merge the two partial softmaxes
     m = torch.maximum(mp, ms)
     ap, as_ = (mp - m).exp_(), (ms - m).exp_()
-    out = (op * ap + os_ * as_) / (lp * ap + ls * as_)  # (B, Hk, G, D)
-    return out.to(query.dtype).reshape(B, 1, Hq, D), None
+    return ((op * ap + os_ * as_) / (lp * ap + ls * as_)).to(q.dtype)  # (B, Hk, G, D)
 
 
 _CASCADE = "aha_cascade"
@@ -442,6 +467,148 @@ def _register_cascade() -> None:
     from transformers import AttentionInterface
 
     AttentionInterface.register(_CASCADE, cascade_attention)
+
+
+# ----------------------------------------------------------------------------- native decode step
+
+# architectures whose decoder layer is exactly: RMSNorm -> q/k/v (optional per-head q/k RMSNorm) ->
+# rotary -> attention -> o_proj -> residual -> RMSNorm -> down(silu(gate) * up) -> residual
+_NATIVE_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+# fusing q/k/v and gate/up into one matmul each saves calls but copies the weights at every
+# generate call; worth it only while the copies are small
+_FUSE_MAX_PARAMS = 50_000_000
+
+
+class _NativeDecoder:
+    """The decode step of Llama-family models written directly over the model's weights.
+
+    For small models most of a transformers forward is Python and tiny kernels (module calls,
+    RMSNorm in 8 ops, mask plumbing); this step does the same arithmetic with fewer, larger calls,
+    reading the model's current parameters, so training updates are always seen. Only plain
+    (non-PEFT, non-quantised) models of `_NATIVE_TYPES` qualify, checked module by module.
+    """
+
+    def __init__(self, model: Any):
+        self.model = model
+        base = model.model
+        self.layers = list(base.layers)
+        self.rotary = base.rotary_emb
+        cfg = model.config
+        self.heads = cfg.num_attention_heads
+        self.kv_heads = cfg.num_key_value_heads
+        self.fuse = sum(p.numel() for p in model.parameters()) <= _FUSE_MAX_PARAMS
+        self._weights: list[dict[str, Any]] | None = None
+
+    @staticmethod
+    def supports(model: Any) -> bool:
+        """True when `model` is a plain Llama-family causal LM this step reproduces exactly."""
+        cfg = getattr(model, "config", None)
+        if getattr(cfg, "model_type", None) not in _NATIVE_TYPES or hasattr(model, "get_base_model"):
+            return False
+        base = getattr(model, "model", None)
+        if base is None or not isinstance(getattr(model, "lm_head", None), torch.nn.Linear) \
+                or not hasattr(base, "rotary_emb") or type(base.embed_tokens) is not torch.nn.Embedding:
+            return False
+        if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "attn_logit_softcapping", None):
+            return False
+        norms = [base.norm]
+        for layer in base.layers:
+            attn, mlp = layer.self_attn, getattr(layer, "mlp", None)
+            linears = [getattr(attn, n, None) for n in ("q_proj", "k_proj", "v_proj", "o_proj")] + \
+                [getattr(mlp, n, None) for n in ("gate_proj", "up_proj", "down_proj")]
+            if any(type(x) is not torch.nn.Linear for x in linears):
+                return False
+            if type(getattr(mlp, "act_fn", None)).__name__ not in ("SiLU", "SiLUActivation"):
+                return False
+            if abs(getattr(attn, "scaling", 0.0) - attn.head_dim ** -0.5) > 1e-12:
+                return False
+            norms += [layer.input_layernorm, layer.post_attention_layernorm]
+            norms += [getattr(attn, n) for n in ("q_norm", "k_norm") if hasattr(attn, n)]
+            extra = {n for n, _ in attn.named_children()} - {"q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm"}
+            if extra:
+                return False
+        return all(type(n).__name__.endswith("RMSNorm") and hasattr(n, "variance_epsilon") for n in norms)
+
+    def refresh(self) -> None:
+        """Take the model's current weights (fused copies are rebuilt: training changes them)."""
+        weights = []
+        for layer in self.layers:
+            a, m = layer.self_attn, layer.mlp
+            w: dict[str, Any] = {
+                "ln1": (layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon),
+                "ln2": (layer.post_attention_layernorm.weight, layer.post_attention_layernorm.variance_epsilon),
+                "o": (a.o_proj.weight, a.o_proj.bias), "down": (m.down_proj.weight, m.down_proj.bias),
+                "q_norm": (a.q_norm.weight, a.q_norm.variance_epsilon) if hasattr(a, "q_norm") else None,
+                "k_norm": (a.k_norm.weight, a.k_norm.variance_epsilon) if hasattr(a, "k_norm") else None,
+                "head_dim": a.head_dim,
+            }
+            qkv = [a.q_proj, a.k_proj, a.v_proj]
+            gu = [m.gate_proj, m.up_proj]
+            if self.fuse:
+                w["qkv"] = [(torch.cat([x.weight for x in qkv]), _cat_bias(qkv))]
+                w["gu"] = [(torch.cat([x.weight for x in gu]), _cat_bias(gu))]
+            else:
+                w["qkv"] = [(x.weight, x.bias) for x in qkv]
+                w["gu"] = [(x.weight, x.bias) for x in gu]
+            weights.append(w)
+        self._weights = weights
+
+    def step(self, tokens: torch.Tensor, positions: torch.Tensor, cache: SlabCache,
+             prefix: _Prefix) -> torch.Tensor:
+        """Logits (B, V) float32 for one new token per row.
+
+        tokens, positions: (B,) the tokens to feed and their positions.
+        cache: per-row generated keys/values (the new ones are written into it).
+        prefix: the shared prompt keys/values (cascade attention).
+        """
+        assert self._weights is not None
+        F = torch.nn.functional
+        model = self.model
+        x = F.embedding(tokens, model.model.embed_tokens.weight)  # (B, H)
+        B = x.shape[0]
+        cos, sin = self.rotary(x[:, None, :], positions[:, None])  # (B, 1, D) each
+        for i, w in enumerate(self._weights):
+            D = w["head_dim"]
+            h = _rms(x, *w["ln1"])
+            if len(w["qkv"]) == 1:
+                q, k, v = F.linear(h, *w["qkv"][0]).split([self.heads * D, self.kv_heads * D, self.kv_heads * D], -1)
+            else:
+                q, k, v = (F.linear(h, *wb) for wb in w["qkv"])
+            q = q.view(B, self.heads, D)  # (B, Hq, D)
+            k = k.view(B, self.kv_heads, D)  # (B, Hk, D)
+            if w["q_norm"] is not None:
+                q, k = _rms(q, *w["q_norm"]), _rms(k, *w["k_norm"])
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
+            keys, values = cache.layers[i].update(k[:, :, None, :], v.view(B, self.kv_heads, 1, D))
+            q = q.view(B, self.kv_heads, self.heads // self.kv_heads, D) * D ** -0.5  # (B, Hk, G, D)
+            attn = cascade_core(q, keys, values, prefix, i)  # (B, Hk, G, D)
+            x = x + F.linear(attn.reshape(B, self.heads * D), *w["o"])
+            h = _rms(x, *w["ln2"])
+            if len(w["gu"]) == 1:
+                gate, up = F.linear(h, *w["gu"][0]).chunk(2, -1)
+            else:
+                gate, up = (F.linear(h, *wb) for wb in w["gu"])
+            x = x + F.linear(F.silu(gate) * up, *w["down"])
+        x = _rms(x, model.model.norm.weight, model.model.norm.variance_epsilon)
+        return F.linear(x, model.lm_head.weight, model.lm_head.bias).float()  # (B, V)
+
+
+def _cat_bias(linears: list[torch.nn.Linear]) -> torch.Tensor | None:
+    if all(x.bias is None for x in linears):
+        return None
+    return torch.cat([x.bias if x.bias is not None else x.weight.new_zeros(x.out_features) for x in linears])
+
+
+def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm as transformers computes it: statistics in float32, scaled in the input dtype."""
+    xf = x.float()
+    return weight * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
 # ----------------------------------------------------------------------------- the engine
@@ -474,10 +641,12 @@ class EngineGenerator:
         in successive batches (bounds memory). None = all at once.
     compact_fraction: finished rows are removed from the batch once they are at least this fraction of
         it (their compute is wasted until then, but each removal copies the live cache rows).
-    mode: how the cache is laid out:
+    mode: how decode steps run:
+        "native": cascade attention (below) inside a lean decode step over the model's weights
+            (`_NativeDecoder`): plain Llama/Mistral/Qwen2/Qwen3 models without adapters.
         "cascade": the prompt's keys/values are kept once per distinct prompt and read by all its rows
             (`cascade_attention`); only generated keys/values are per row. Needs full attention and
-            a model that dispatches attention through transformers' AttentionInterface.
+            a model that dispatches attention through transformers' AttentionInterface (PEFT is fine).
         "slab": the prompt cache is copied to every row of its group; the model's own attention.
         "dynamic": transformers' DynamicCache and 2D masks (any architecture, e.g. sliding window).
         "auto" (default): the first of these the model supports.
@@ -498,11 +667,12 @@ class EngineGenerator:
         self.config = hf.config
         full = _full_attention_only(self.config)
         can_cascade = full and bool(getattr(hf, "_can_set_attn_implementation", lambda: False)())
-        supported = {"cascade": can_cascade, "slab": full, "dynamic": True}
+        supported = {"native": can_cascade and _NativeDecoder.supports(model), "cascade": can_cascade,
+                     "slab": full, "dynamic": True}
         if mode == "auto":
             mode = next(m for m, ok in supported.items() if ok)
         elif mode not in supported:
-            raise AhaError(f"unknown engine mode {mode!r}; valid: auto, cascade, slab, dynamic")
+            raise AhaError(f"unknown engine mode {mode!r}; valid: auto, native, cascade, slab, dynamic")
         elif not supported[mode]:
             raise AhaError(f"engine mode {mode!r} is not supported by this model "
                            f"({type(hf).__name__}); use mode='auto'")
@@ -516,6 +686,7 @@ class EngineGenerator:
         params = inspect.signature(hf.forward).parameters
         self._keep_last = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
         self._stop_cache: dict[tuple[str, ...], StopChecker] = {}
+        self._native = _NativeDecoder(model) if mode == "native" else None
         if mode == "cascade":
             _register_cascade()
 
@@ -543,6 +714,8 @@ class EngineGenerator:
         self.model.eval()
         try:
             with torch.inference_mode():
+                if self._native is not None:
+                    self._native.refresh()
                 for start in range(0, len(rows), per_batch):
                     t, lp, r = self._generate_rows(prompts, rows[start:start + per_batch], params, stop)
                     tokens += t
@@ -620,7 +793,7 @@ class EngineGenerator:
         gen_cap = min(max_new, self.initial_capacity)
         prefix = None
         valid = None  # (B, K) key validity, when a mask must be built at every step
-        if mode == "cascade":
+        if mode in ("native", "cascade"):
             bias = None
             if padded:
                 bias = torch.zeros((U, 1, 1, P), device=device).masked_fill_(~valid_u[:, None, None, :], float("-inf"))
@@ -681,7 +854,7 @@ class EngineGenerator:
                 if t + 1 == max_new or n_dead == len(slot_rows):
                     break
                 # ---- drop finished rows, grow the buffer
-                grow = (T if mode == "cascade" else P + T) + 1 > capacity
+                grow = (T if prefix is not None else P + T) + 1 > capacity
                 keep = None
                 if n_dead and (grow or n_dead >= self.compact_fraction * len(slot_rows)):
                     keep_slots = [s for s, a in enumerate(alive) if a]
@@ -703,7 +876,7 @@ class EngineGenerator:
                         prefix.assign(live_u, device)
                 if grow:
                     gen_cap = min(max_new, 2 * gen_cap)
-                    capacity = gen_cap if mode == "cascade" else P + gen_cap
+                    capacity = gen_cap if prefix is not None else P + gen_cap
                     if valid is not None:
                         valid = torch.cat([valid, valid.new_ones((valid.shape[0], capacity - valid.shape[1]))], 1)
                 if mode == "dynamic":
@@ -712,7 +885,9 @@ class EngineGenerator:
                 elif grow or keep is not None:
                     cache.resize(keep, capacity)
                 # ---- next step
-                if mode == "cascade":
+                if self._native is not None:
+                    logits = self._native.step(tok, pos, cache, prefix)
+                elif mode == "cascade":
                     logits = self._forward(tok[:, None], None, pos[:, None], cache, aha_prefix=prefix)
                 else:
                     mask = self._mask(valid[:, :P + T + 1], 1) if valid is not None else None

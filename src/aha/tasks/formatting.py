@@ -7,13 +7,11 @@ raise.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 
-_ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _TAGS = (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)
 
 
@@ -21,8 +19,15 @@ def last_answer_block(text: str) -> str | None:
     """Content of the last complete `<answer>...</answer>` block, stripped; None if there is none."""
     if not isinstance(text, str):
         return None
-    matches = _ANSWER_BLOCK.findall(text)
-    return matches[-1].strip() if matches else None
+    # the last closing tag, then the nearest opening tag before it: linear even on text with
+    # thousands of unclosed tags (a regex scan would be quadratic there)
+    end = text.rfind(ANSWER_CLOSE)
+    if end < 0:
+        return None
+    start = text.rfind(ANSWER_OPEN, 0, end)
+    if start < 0:
+        return None
+    return text[start + len(ANSWER_OPEN):end].strip()
 
 
 def think_content(text: str, think_preopened: bool = False) -> str:

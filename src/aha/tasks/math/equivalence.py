@@ -63,13 +63,24 @@ _TEXT_GROUP = re.compile(_TEXT_CMD + r"\{([^{}]*)\}")
 _WS = re.compile(r"\s+")
 
 # units a model may write after a number without \text{}, e.g. "12 cm^2", "5 dollars"
-_UNIT_WORDS = (
-    "cm|mm|km|m|meters?|metres?|centimeters?|kilometers?|inch|inches|in|ft|feet|foot|yards?|yd|miles?|mi"
-    "|mph|kg|g|grams?|kilograms?|pounds?|lbs?|lb|oz|ounces?|l|liters?|litres?|ml|gallons?|cups?"
-    "|s|sec|seconds?|min|minutes?|h|hr|hrs|hours?|days?|weeks?|months?|years?"
-    "|dollars?|cents?|euros?|units?|square|sq|cubic|degrees?|deg|percent|points?|people|students?"
-)
-_UNIT_SUFFIX = re.compile(r"^(.*?\d)(?:(?:" + _UNIT_WORDS + r")\.?(?:\^\{?[23]\}?)?)+$", re.IGNORECASE)
+UNIT_WORDS = frozenset((
+    "cm mm km m meter meters metre metres centimeter centimeters kilometer kilometers inch inches in ft feet "
+    "foot yard yards yd mile miles mi mph kg g gram grams kilogram kilograms pound pounds lb lbs oz ounce "
+    "ounces l liter liters litre litres ml gallon gallons cup cups s sec second seconds min minute minutes "
+    "h hr hrs hour hours day days week weeks month months year years dollar dollars cent cents euro euros "
+    "unit units square sq cubic degree degrees deg percent point points people student students"
+).split())
+# words after a number, each optionally with "." or a power; words are separated by spaces, so the
+# match is unambiguous (an alternation of overlapping unit names would backtrack exponentially)
+_UNIT_TAIL = re.compile(r"^(.*?\d)\s*([A-Za-z]+(?:\.|\^\{?[23]\}?)?(?:\s+[A-Za-z]+(?:\.|\^\{?[23]\}?)?)*)$")
+_UNIT_MARKS = re.compile(r"[.^{}23]")
+
+
+def _strip_units(s: str) -> str:
+    m = _UNIT_TAIL.match(s)
+    if m and all(_UNIT_MARKS.sub("", w).lower() in UNIT_WORDS for w in m.group(2).split()):
+        return m.group(1)
+    return s
 
 
 def normalize_answer(text: str) -> str:
@@ -153,13 +164,10 @@ def parse_number(text: str, normalized: bool = False) -> Number | None:
     s = text if normalized else normalize_answer(text)
     if not s or len(s) > 100:
         return None
-    s = s.replace(" ", "").replace("{}", "")
+    s = _strip_units(s).replace(" ", "").replace("{}", "")
     m = _RE_ASSIGN.match(s)
     if m:
         s = s[m.end():]
-    u = _UNIT_SUFFIX.match(s)
-    if u:
-        s = u.group(1)
     sign = 1
     while s[:1] in ("-", "+"):
         if s[0] == "-":

@@ -33,7 +33,7 @@ def test_last_answer_block(text, expected):
         ("<think>r</think><answer>a</answer> more", False, False, "text after </answer>"),  # trailing text
         ("x<think>r</think><answer>a</answer>", False, False, "text before <think>"),  # leading text
         ("<think>r</think>x<answer>a</answer>", False, False, "text between"),  # text between blocks
-        ("<answer>a</answer><think>r</think>", False, False, "out of order"),  # wrong order
+        ("<think>r<answer>a</answer></think>", False, False, "out of order"),  # answer inside think
         ("<think>r</think><answer>a</answer><answer>b</answer>", False, False, "appears 2 times"),  # two answers
         ("<think>r</think>", False, False, "<answer> appears 0 times"),  # no answer
     ],

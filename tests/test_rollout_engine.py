@@ -195,6 +195,16 @@ def test_greedy_equals_generate(tok, mode, attn):
     assert out[0].finish_reason == "eos" and len(out[0].token_ids) <= 7
 
 
+@pytest.mark.parametrize("mode", ["native", "cascade", "slab", "dynamic"])
+def test_equal_length_prompts_and_chunked_prefill(model, tok, mode):
+    # no padding at all (masks are skipped), and a prefill split into chunks of one prompt
+    prompts = random_prompts([4, 4, 4], seed=3)
+    expected = hf_greedy(model, prompts, [EOS], 8)
+    gen = EngineGenerator(model, tok, eos_token_ids=[EOS], mode=mode, max_prefill_tokens=4)
+    out = gen.generate(prompts, SamplingParams(temperature=0.0, max_new_tokens=8, n=2))
+    assert [c.token_ids for c in out] == [expected[c.prompt_index] for c in out]
+
+
 def test_auto_mode_is_native_for_qwen2(model, tok):
     assert EngineGenerator(model, tok).mode == "native"
 

@@ -361,6 +361,19 @@ class SlabCache(Cache):
         for layer in self.layers:
             layer.resize(rows, capacity)
 
+    @classmethod
+    def from_prefix(cls, keys: list[torch.Tensor], values: list[torch.Tensor], rows: torch.Tensor,
+                    capacity: int) -> SlabCache:
+        """A cache whose row b starts with prompt rows[b] of the per-layer (U, H, P, D) keys/values."""
+        P = keys[0].shape[2]
+        cache = cls(len(keys), capacity)
+        for layer, k, v in zip(cache.layers, keys, values):
+            layer.lazy_initialization(k[:1].expand(rows.shape[0], -1, -1, -1), v[:1].expand(rows.shape[0], -1, -1, -1))
+            layer.keys[:, :, :P] = k.index_select(0, rows)
+            layer.values[:, :, :P] = v.index_select(0, rows)
+            layer.length = P
+        return cache
+
 
 # ----------------------------------------------------------------------------- cascade attention
 
@@ -651,11 +664,14 @@ class EngineGenerator:
         "dynamic": transformers' DynamicCache and 2D masks (any architecture, e.g. sliding window).
         "auto" (default): the first of these the model supports.
     initial_capacity: generated positions reserved at first; the buffer doubles when full.
+    max_prefill_tokens: prompts are prefilled in chunks of at most this many (padded) tokens, which
+        bounds the prefill's activation memory (not used in "dynamic" mode).
     """
 
     def __init__(self, model: Any, tokenizer: Any = None, *, eos_token_ids: Sequence[int] | None = None,
                  pad_token_id: int | None = None, max_batch_rows: int | None = None,
-                 compact_fraction: float = 0.125, mode: str = "auto", initial_capacity: int = 128):
+                 compact_fraction: float = 0.125, mode: str = "auto", initial_capacity: int = 128,
+                 max_prefill_tokens: int = 32768):
         self.model = model
         self.tokenizer = tokenizer
         self.eos_ids = resolve_eos_ids(tokenizer, model, eos_token_ids)
@@ -663,6 +679,7 @@ class EngineGenerator:
         self.max_batch_rows = max_batch_rows
         self.compact_fraction = compact_fraction
         self.initial_capacity = max(1, initial_capacity)
+        self.max_prefill_tokens = max(1, max_prefill_tokens)
         hf = _hf_model(model)
         self.config = hf.config
         full = _full_attention_only(self.config)
@@ -760,6 +777,26 @@ class EngineGenerator:
         return torch.zeros(allowed.shape, dtype=dtype, device=valid.device).masked_fill_(
             ~allowed, torch.finfo(dtype).min)
 
+    def _prefill(self, ids: torch.Tensor, valid: torch.Tensor, pos: torch.Tensor, padded: bool
+                 ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """Run the prompts through the model in chunks of at most `max_prefill_tokens` tokens.
+
+        ids, valid, pos: (U, P) left-padded prompt ids, key validity and position ids.
+        Returns the last-position logits (U, V) and per-layer keys and values (U, H_kv, P, D).
+        """
+        U, P = ids.shape
+        step = max(1, self.max_prefill_tokens // P)
+        logits, keys, values = [], [], []
+        for a in range(0, U, step):
+            cache = SlabCache(self.num_layers, P)
+            mask = self._mask(valid[a:a + step], P) if padded or self.mask_kind == "2d" else None
+            logits.append(self._forward(ids[a:a + step], mask, pos[a:a + step], cache))
+            keys.append([layer.keys for layer in cache.layers])
+            values.append([layer.values for layer in cache.layers])
+        if len(logits) == 1:
+            return logits[0], keys[0], values[0]
+        return (torch.cat(logits), [torch.cat(k) for k in zip(*keys)], [torch.cat(v) for v in zip(*values)])
+
     def _generate_rows(self, prompts: list[list[int]], rows: list[tuple[int, int]], params: SamplingParams,
                        stop: StopChecker | None) -> tuple[list[list[int]], list[list[float]], list[str]]:
         """Decode the given rows together; returns per-row tokens, log-probs and finish reasons."""
@@ -782,11 +819,9 @@ class EngineGenerator:
         pos_u = (torch.arange(P, device=device)[None, :] - pads[:, None]).clamp_(min=0)  # (U, P)
         if mode == "dynamic":
             cache: Cache = DynamicCache(config=self.config)
-            mask = valid_u.to(torch.long)
+            logits = self._forward(ids, valid_u.to(torch.long), pos_u, cache)  # (U, V)
         else:
-            cache = SlabCache(self.num_layers, P)
-            mask = self._mask(valid_u, P) if padded or self.mask_kind == "2d" else None
-        logits = self._forward(ids, mask, pos_u, cache)  # (U, V)
+            logits, pkeys, pvalues = self._prefill(ids, valid_u, pos_u, padded)
 
         # ---- the decode batch: one row per (prompt, sample)
         ru = torch.tensor(row_unique, device=device)  # (R,)
@@ -797,14 +832,14 @@ class EngineGenerator:
             bias = None
             if padded:
                 bias = torch.zeros((U, 1, 1, P), device=device).masked_fill_(~valid_u[:, None, None, :], float("-inf"))
-            prefix = _Prefix([layer.keys for layer in cache.layers], [layer.values for layer in cache.layers], bias)
+            prefix = _Prefix(pkeys, pvalues, bias)
             prefix.assign(row_unique, device)
             cache = SlabCache(self.num_layers, gen_cap, offset=P)
             capacity = gen_cap
         else:
             capacity = P + gen_cap
             if mode == "slab":
-                cache.resize(ru, capacity)
+                cache = SlabCache.from_prefix(pkeys, pvalues, ru, capacity)
             else:
                 cache.batch_select_indices(ru)
             if padded or self.mask_kind == "2d":

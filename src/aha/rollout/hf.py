@@ -110,7 +110,7 @@ class HFGenerator:
         self.model.eval()
         try:
             with torch.random.fork_rng(devices=devices), torch.inference_mode():
-                torch.manual_seed(params.seed)
+                torch.manual_seed(params.seed & 0xFFFF_FFFF_FFFF_FFFF)
                 out = self.model.generate(input_ids=ids.to(device), attention_mask=attn.to(device),
                                           generation_config=config, **extra)
         finally:

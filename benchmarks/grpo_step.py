@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kl", type=float, default=0.04, help="KL coefficient (0.04 or 0)")
     p.add_argument("--backend", default="engine", choices=["engine", "hf"])
     p.add_argument("--steps", type=int, default=5, help="measured steps after one warm-up step")
+    p.add_argument("--micro-batch", type=int, default=16, help="rollouts per forward/backward (default 16)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--json", default=None, help="write seconds_per_step, generation_tokens_per_s, peak_rss_mib")
     args = p.parse_args(argv)
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         f"task.options={json.dumps(task_options)}", "rewards=[{name: logic_rl, weight: 1.0}]",
         f"rollout.backend={args.backend}", "rollout.temperature=1.0", "rollout.max_new_tokens=128",
         "rollout.stop=[]", f"algo.kl_coef={args.kl}", "batch.prompts_per_step=8", "batch.samples_per_prompt=8",
-        "batch.micro_batch_size=16", "optim.lr=1e-6", f"steps={args.steps + 1}", f"run.out_dir={work / 'run'}",
+        f"batch.micro_batch_size={args.micro_batch}", "optim.lr=1e-6", f"steps={args.steps + 1}", f"run.out_dir={work / 'run'}",
         "run.progress=false"])
     train(cfg)
     rows = read_jsonl(work / "run" / "metrics.jsonl")[1:]  # drop the warm-up step
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     prompt_len = statistics.mean(len(render_prompt(tokenizer, ex.prompt)) for ex in list(task.examples("train"))[:64])
     result = {"seconds_per_step": step_seconds, "generation_seconds": gen_seconds,
               "generation_tokens_per_s": gen_tps, "peak_rss_mib": peak_mib, "kl": args.kl,
-              "backend": args.backend, "threads": torch.get_num_threads(), "mean_prompt_tokens": prompt_len,
+              "backend": args.backend, "micro_batch": args.micro_batch, "threads": torch.get_num_threads(), "mean_prompt_tokens": prompt_len,
               "params": sum(p.numel() for p in model.parameters())}
     print(json.dumps(result, indent=2))
     if args.json:

@@ -35,10 +35,10 @@ class DemoSettings:
     seed: int = 0
     model_size: str = "nano"
     vocab_size: int = 1000
-    sft_seconds: float = 600.0
+    sft_seconds: float = 540.0
     sft_lr: float = 3e-3
     sft_batch_tokens: int = 8192
-    grpo_seconds: float = 300.0
+    grpo_seconds: float = 270.0
     grpo_lr: float = 5e-5
     grpo_prompts: int = 8
     grpo_samples: int = 8

@@ -96,3 +96,27 @@ def test_inconsistent_batch_sizes_fail_at_start_with_the_fix(tmp_path, tiny_mode
         from aha.train.config import TrainConfig
 
         load_config(TrainConfig, None, ["batch.samples_per_prompt=1"])
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["algo.dynamic_sampling=true", "algo.max_resample_rounds=2"],  # DAPO dynamic sampling
+        ["algo.kl_coef=0.1", "algo.kl_in_reward=true", "algo.kl_estimator=k1"],  # KL as a reward penalty
+        ["algo.mask_truncated=true", "algo.advantage=dr_grpo", "algo.loss_agg=seq_mean_token_sum_norm"],  # Dr. GRPO
+        ["algo.advantage=reinforce_pp", "algo.advantage_options={group_baseline: true}", "algo.entropy_coef=0.01"],
+        ["lora.enabled=true", "lora.r=4", "algo.kl_coef=0.05", "optim.schedule=cosine", "optim.warmup_steps=1"],
+        ["rollout.backend=hf", "batch.mini_batches=2", "algo.clip_high=0.28"],  # two optimizer steps per step
+    ],
+)
+def test_variants_run_and_log(tmp_path, tiny_model_dir, extra):
+    torch.set_num_threads(1)
+    out = tmp_path / "run"
+    assert main(base_args(tiny_model_dir, out, 2, extra)) == 0
+    rows = read_jsonl(out / "metrics.jsonl")
+    assert len(rows) == 2 and all(r["grad_norm"] >= 0 for r in rows)
+    if "lora.enabled=true" in extra:
+        assert (out / "model" / "adapter_config.json").is_file()
+        assert rows[0]["kl"] >= 0
+    if "algo.kl_in_reward=true" in extra:
+        assert "kl_in_reward" in rows[0]

@@ -64,3 +64,20 @@ def test_jsonable_handles_inf():
     from aha.runs import _jsonable
 
     assert _jsonable({"x": math.inf, "y": [torch.tensor(2.0)]}) == {"x": None, "y": [2.0]}
+
+
+def test_optional_loggers_fail_with_an_install_hint(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_optional(name, *args, **kwargs):
+        if name in ("wandb", "torch.utils.tensorboard"):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_optional)
+    with pytest.raises(AhaError, match="pip install wandb"):
+        MetricsWriter(tmp_path / "m.jsonl", wandb_project="demo")
+    with pytest.raises(AhaError, match="pip install tensorboard"):
+        MetricsWriter(tmp_path / "m.jsonl", tensorboard_dir=tmp_path / "tb")

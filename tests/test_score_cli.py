@@ -117,3 +117,19 @@ def test_score_samples_api(tmp_path, data_file):
     comps = tmp_path / "c.jsonl"
     comps.write_text(json.dumps({"id": "q", "response": "r"}) + "\n")
     assert read_completions(comps)[0].text == "r"
+
+
+def test_score_report_shares_eval_reporting(tmp_path, data_file):
+    recs = _records(data_file)
+    lines = [{"id": r["id"], "completion": r["trace"]} for r in recs]
+    lines += [{"id": r["id"], "completion": "no idea"} for r in recs]
+    comps = tmp_path / "completions.jsonl"
+    comps.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    report = tmp_path / "report"
+    assert main(["score", "--task", "knights-knaves", "--data", str(data_file), "--completions", str(comps),
+                 "--report", str(report)]) == 0
+    results = json.loads((report / "results.json").read_text())
+    # each puzzle: one right (the trace), one wrong -> pass@1 = 0.5, pass@2 = 1
+    assert results["accuracy"] == pytest.approx(0.5) and results["pass_at_k"]["2"] == pytest.approx(1.0)
+    assert set(results["buckets"]) == {"2ppl", "3ppl"}
+    assert "Reflection" in (report / "results.md").read_text()

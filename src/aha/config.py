@@ -319,3 +319,5 @@ class RunConfig:
     log_every: int = option(1, "write a metrics line every N steps", min=1)
     progress: bool = option(True, "show a progress bar when the output is a terminal")
     tensorboard: bool = option(False, "also log scalars to TensorBoard (needs `pip install tensorboard`)")
+    wandb_project: str = option("", "also log to this Weights & Biases project (needs `pip install wandb`); "
+                                "empty is off")

@@ -88,10 +88,19 @@ class MetricsWriter:
     """Writes `metrics.jsonl`: one object per step with "step", "time" (seconds since start) and the
     figures given. Optionally mirrors scalars to TensorBoard."""
 
-    def __init__(self, path: str | Path, tensorboard_dir: str | Path | None = None):
+    def __init__(self, path: str | Path, tensorboard_dir: str | Path | None = None, wandb_project: str = "",
+                 run_name: str = "", config: dict[str, Any] | None = None):
         self.path = Path(path)
         self.start = time.time()
         self._tb = None
+        self._wandb = None
+        if wandb_project:
+            try:
+                import wandb
+            except ImportError as exc:
+                raise AhaError("Weights & Biases logging needs the wandb package: pip install wandb "
+                               "(or leave run.wandb_project empty)") from exc
+            self._wandb = wandb.init(project=wandb_project, name=run_name or None, config=config or {})
         if tensorboard_dir is not None:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -107,11 +116,15 @@ class MetricsWriter:
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "step":
                     self._tb.add_scalar(key, value, step)
             self._tb.flush()
+        if self._wandb is not None:
+            self._wandb.log({k: v for k, v in record.items() if k != "step"}, step=step)
         return record
 
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
 
 
 class RunDir:
@@ -121,21 +134,22 @@ class RunDir:
     already holds a run unless `resume=True`).
     """
 
-    def __init__(self, path: Path, tensorboard: bool = False):
+    def __init__(self, path: Path, tensorboard: bool = False, wandb_project: str = ""):
         self.path = path
         for name in SUBDIRS:
             (path / name).mkdir(parents=True, exist_ok=True)
-        self.metrics = MetricsWriter(path / "metrics.jsonl", path / "tensorboard" if tensorboard else None)
+        self.metrics = MetricsWriter(path / "metrics.jsonl", path / "tensorboard" if tensorboard else None,
+                                     wandb_project=wandb_project, run_name=path.name)
         self.log = _make_logger(path / "run.log")
 
     @classmethod
     def create(cls, out_dir: str | Path | None, command: str, resume: bool = False,
-               tensorboard: bool = False) -> RunDir:
+               tensorboard: bool = False, wandb_project: str = "") -> RunDir:
         path = Path(out_dir) if out_dir else default_run_dir(command)
         if path.exists() and not resume and (path / "metrics.jsonl").exists():
             raise AhaError(f"{path} already holds a run; choose another output folder or resume it")
         path.mkdir(parents=True, exist_ok=True)
-        return cls(path, tensorboard=tensorboard)
+        return cls(path, tensorboard=tensorboard, wandb_project=wandb_project)
 
     def write_config(self, cfg: Any) -> Path:
         from aha.config import save_config

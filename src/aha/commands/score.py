@@ -30,6 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="JSONL with id and completion per line")
     p.add_argument("--out", default=None, metavar="FILE",
                    help="write {summary, samples} as JSON (per-sample verdicts included)")
+    p.add_argument("--report", default=None, metavar="DIR",
+                   help="also write results.json and results.md (pass@k, per-bucket table, reflection "
+                        "statistics) into DIR, as `aha eval` does")
     p.add_argument("--split", default="test",
                    help="split of the task to read the examples from (default test)")
     p.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
@@ -75,4 +78,17 @@ def run(args: argparse.Namespace) -> int:
             json.dump({"task": args.task, "data": list(args.data), "completions": str(args.completions),
                        "summary": summary, "samples": records}, f, ensure_ascii=False, indent=1)
         print(f"wrote {out}")
+    if args.report:
+        from aha.eval.reflection import count_reflections
+        from aha.eval.runner import build_results, write_results
+
+        texts = [smp.text for smp in samples]
+        for rec, text in zip(records, texts):
+            rec["completion"] = text
+            rec["reflections"] = count_reflections(text)
+        report_dir = Path(args.report)
+        report_dir.mkdir(parents=True, exist_ok=True)
+        write_results(build_results(records, {"source": str(args.completions), "task": args.task}, label=args.task),
+                      report_dir)
+        print(f"wrote {report_dir / 'results.md'}")
     return 0

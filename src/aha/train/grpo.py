@@ -151,7 +151,7 @@ def train(cfg: TrainConfig) -> Path:
     think_preopened = bool(getattr(task, "think_preopened", False))
 
     run = RunDir.create(resume_from or cfg.run.out_dir or None, "train", resume=resume_from is not None,
-                        tensorboard=cfg.run.tensorboard)
+                        tensorboard=cfg.run.tensorboard, wandb_project=cfg.run.wandb_project)
     if resume_from is None:
         run.write_config(cfg)
     log = run.log
@@ -204,6 +204,7 @@ def train(cfg: TrainConfig) -> Path:
         with progress(cfg.steps - start_step, "train", cfg.run.progress) as bar:
             for step in range(start_step + 1, cfg.steps + 1):
                 t0 = time.time()
+                position_at_step_start = data_position
                 G = cfg.batch.samples_per_prompt
                 # ------------------------------------------------ 1-4. sample, verify, reward
                 kept: list[list[Rollout]] = []
@@ -380,7 +381,9 @@ def train(cfg: TrainConfig) -> Path:
         done = step - 1 if step > start_step else start_step
         if done > start_step:
             log.info(f"interrupted: saving a checkpoint at step {done}")
-            # the interrupted step's data was partly consumed; resume replays from the saved position
+            # resume redoes the interrupted step with the same prompts (an optimizer step it had
+            # already taken stays in the weights)
+            data_position = position_at_step_start
             checkpoint(done)
         raise
     run.metrics.close()

@@ -215,7 +215,7 @@ def sft(cfg: SftConfig) -> Path:
     """Fine-tune as configured; returns the run directory (the model is in RUN_DIR/model)."""
     resume_from = Path(cfg.resume) if cfg.resume else None
     run = RunDir.create(resume_from or cfg.run.out_dir or None, "sft", resume=resume_from is not None,
-                        tensorboard=cfg.run.tensorboard)
+                        tensorboard=cfg.run.tensorboard, wandb_project=cfg.run.wandb_project)
     if resume_from is None:
         run.write_config(cfg)
     log = run.log

@@ -36,6 +36,19 @@ def test_reflective_trace_of_a_hand_solved_puzzle():
     ])
 
 
+def test_restated_claims_sit_next_to_their_verdicts():
+    assert make_trace(NAMES, STATEMENTS, "reflective", restate=True) == "\n".join([
+        "<think>Assume Ada is a knight.",
+        "Ada says Ben is a knight; it is true, so Ben is a knight.",
+        "Ben says Ada is a knave and Cyd is a knave; it cannot be true, but Ben is a knight: contradiction.",
+        "Reconsider: Ada is a knave.",
+        "Ada says Ben is a knight; it is false, so Ben is a knave.",
+        "Ben says Ada is a knave and Cyd is a knave; it is false, so Cyd is a knight.",
+        CHECK + "</think>",
+        ANSWER,
+    ])
+
+
 def test_direct_trace_keeps_only_the_successful_path():
     assert make_trace(NAMES, STATEMENTS, "direct") == "\n".join([
         "<think>Assume Ada is a knave.",
@@ -103,12 +116,12 @@ def test_a_claim_that_fits_neither_role():
     ]
 
 
-@pytest.mark.parametrize("style", ["reflective", "direct"])
-def test_trace_answers_equal_solutions_on_thousands_of_puzzles(style):
+@pytest.mark.parametrize("style, restate", [("reflective", False), ("direct", False), ("reflective", True)])
+def test_trace_answers_equal_solutions_on_thousands_of_puzzles(style, restate):
     n_checked = n_reflective = 0
     for n in range(2, 9):
         for p in generate_puzzles(n, 300, seed=21):
-            trace = make_trace(p.names, p.statements, style)
+            trace = make_trace(p.names, p.statements, style, restate=restate)
             assert last_answer_block(trace) == solution_text_format(p.names, list(p.solution))
             verdict = verify_answer(trace, p.names, p.solution)
             assert verdict.correct and verdict.format_ok, (p.id, verdict)

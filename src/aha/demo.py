@@ -28,10 +28,11 @@ class DemoSettings:
     """Budgets and knobs of the demo (the full defaults are the ones the README's result used)."""
 
     people: str = "2-3"  # sizes trained and evaluated
-    rl_people: str = "3"  # sizes GRPO samples from
+    rl_people: str = "2-3"  # sizes GRPO samples from
     train_count: int = 20000  # generated training puzzles per size (fewer where a size's space runs out)
     test_count: int = 300  # held-out puzzles per size
     depth: int = 2
+    trace_restate: bool = True  # claims written out in the traces: learnt much sooner by a tiny model
     seed: int = 0
     model_size: str = "nano"
     vocab_size: int = 1000
@@ -79,7 +80,8 @@ def run_demo(out_dir: str | Path, quick: bool = False, settings: DemoSettings | 
     (out / "settings.json").write_text(json.dumps(s.__dict__, indent=2))
     seconds: dict[str, float] = {}
     task_options = {"people": s.people, "count": s.train_count, "test_count": s.test_count, "seed": s.seed,
-                    "depth": s.depth, "system_prompt": "", "trace_style": "reflective"}
+                    "depth": s.depth, "system_prompt": "", "trace_style": "reflective",
+                    "trace_restate": s.trace_restate}
 
     # ---------------------------------------------------------------- 1. data
     t = time.time()

@@ -47,6 +47,8 @@ class KnightsKnavesTask(Task):
     depth, width, mix: statement shape (see `generator`): depth 2 / width 2 / uniform mix is the
         public dataset's shape.
     trace_style: teacher trace in `meta["trace"]`: "reflective", "direct", or "none".
+    trace_restate: teacher traces write each claim out where they use it (longer traces that a very
+        small model learns sooner; see `traces.make_trace`).
     think_preopened: the assistant turn starts with `<think>` (rendered by the trainer).
     system_prompt: replaces `SYSTEM_PROMPT`; an empty string drops the system message.
     """
@@ -57,7 +59,7 @@ class KnightsKnavesTask(Task):
                  seed: int = 0, trace_style: str | None = "reflective", think_preopened: bool = False,
                  system_prompt: str | None = None, depth: int = 2, width: int = 2,
                  mix: str | Mapping[str, float] | None = None, test_count: int = 100,
-                 test_data: list[str] | str | None = None):
+                 test_data: list[str] | str | None = None, trace_restate: bool = False):
         self.data = [data] if isinstance(data, (str, Path)) else list(data or [])
         self.test_data = [test_data] if isinstance(test_data, (str, Path)) else list(test_data or [])
         self.people = parse_people(people)
@@ -73,6 +75,7 @@ class KnightsKnavesTask(Task):
             raise AhaError(f"trace_style must be one of {', '.join(TRACE_STYLES)} or none, "
                            f"got {trace_style!r}")
         self.trace_style = style
+        self.trace_restate = bool(trace_restate)
         self.think_preopened = bool(think_preopened)
         self.system_prompt = SYSTEM_PROMPT if system_prompt is None else system_prompt
         self._cache: dict[str, list[Example]] = {}
@@ -112,7 +115,7 @@ class KnightsKnavesTask(Task):
             meta["index"] = puzzle.extra["index"]
         if self.trace_style and puzzle.n_solutions == 1:
             meta["trace"] = make_trace(puzzle.names, puzzle.statements, self.trace_style,
-                                       self.think_preopened)
+                                       self.think_preopened, self.trace_restate)
         return Example(id=puzzle.id, prompt=prompt, answer=puzzle.answer, meta=meta)
 
     def examples(self, split: str = "train") -> Iterator[Example]:
@@ -129,7 +132,7 @@ class KnightsKnavesTask(Task):
             yield self.system_prompt
         for p in puzzles[:n]:
             yield p.quiz
-            yield make_trace(p.names, p.statements, style, self.think_preopened) or p.answer
+            yield make_trace(p.names, p.statements, style, self.think_preopened, self.trace_restate) or p.answer
 
     # ------------------------------------------------------------------ grading
     def verify(self, text: str, example: Example) -> Verdict:

@@ -42,6 +42,8 @@ CONTRA_IS = "{s}'s claim is {value}, but {s} is a {role}: contradiction."
 CONTRA_CANNOT = "{s}'s claim cannot be {value}, but {s} is a {role}: contradiction."
 CONTRA_NEITHER = "{s}'s claim fits neither role: contradiction."
 RECONSIDER = "Reconsider: {x} is a {role}."
+# with restated claims, "{s}'s claim" becomes "{s} says {claim}" so the claim sits next to its verdict
+SAYS = "{s} says {claim};"
 NEITHER_ROLE = "Neither role works for {x}."
 CHECK = "Check: {items}. All claims fit."
 
@@ -75,8 +77,10 @@ class SearchResult:
 
 class _Search:
     def __init__(self, names: tuple[str, ...] | list[str],
-                 statements: tuple[Statement, ...] | list[Statement]):
+                 statements: tuple[Statement, ...] | list[Statement], restate: bool = False):
         self.names = list(names)
+        self.restate = restate
+        self.claims = [render.statement_text(st, self.names) for st in statements]
         self.n = n = len(statements)
         self.full = full_mask(n)
         self.knight = knight_masks(n)
@@ -87,7 +91,12 @@ class _Search:
     def _role_mask(self, person: int, knight: bool) -> int:
         return self.knight[person] if knight else self.knight[person] ^ self.full
 
-    def _emit(self, kind: str, path: tuple, text: str, choice: tuple[int, bool] | None = None) -> None:
+    def _emit(self, kind: str, path: tuple, text: str, choice: tuple[int, bool] | None = None,
+              speaker: int | None = None) -> None:
+        if self.restate and speaker is not None:
+            # "Ada's claim is true, so ..." -> "Ada says Ben is a knave; it is true, so ..."
+            name = self.names[speaker]
+            text = text.replace(f"{name}'s claim", SAYS.format(s=name, claim=self.claims[speaker]) + " it", 1)
         self.events.append(_Event(kind, path, text, choice))
 
     def propagate(self, roles: list[bool | None], allowed: int, path: tuple) -> int | None:
@@ -104,10 +113,10 @@ class _Search:
                     template = CONTRA_IS if others_known else CONTRA_CANNOT
                     shown = not value if others_known else value
                     self._emit("contradiction", path, template.format(s=names[s], value=_tf(shown),
-                                                                      role=role_word(value)))
+                                                                      role=role_word(value)), speaker=s)
                     return None
                 if others_known:
-                    self._emit("contradiction", path, CONTRA_NEITHER.format(s=names[s]))
+                    self._emit("contradiction", path, CONTRA_NEITHER.format(s=names[s]), speaker=s)
                     return None
             progressed = False
             for s in range(self.n):
@@ -130,7 +139,8 @@ class _Search:
                     roles[v] = knight
                     allowed &= self._role_mask(v, knight)
                 text = " and ".join(f"{names[v]} is a {role_word(k)}" for v, k in facts)
-                self._emit("derive", path, DERIVE.format(s=names[s], value=_tf(bool(roles[s])), facts=text))
+                self._emit("derive", path, DERIVE.format(s=names[s], value=_tf(bool(roles[s])), facts=text),
+                           speaker=s)
                 progressed = True
                 break
             if not progressed:
@@ -158,9 +168,10 @@ class _Search:
 
 
 def search(names: tuple[str, ...] | list[str],
-           statements: tuple[Statement, ...] | list[Statement]) -> SearchResult:
-    """Run the traced search (see the module docstring)."""
-    run = _Search(names, statements)
+           statements: tuple[Statement, ...] | list[Statement], restate: bool = False) -> SearchResult:
+    """Run the traced search (see the module docstring); `restate` writes each claim out where it
+    is used."""
+    run = _Search(names, statements, restate)
     found = run.dfs([None] * run.n, run.full, ())
     if found is None:
         return SearchResult(None, run.events)
@@ -195,16 +206,19 @@ def think_lines(names: tuple[str, ...] | list[str], result: SearchResult, style:
 
 
 def make_trace(names: tuple[str, ...] | list[str], statements: tuple[Statement, ...] | list[Statement],
-               style: str = "reflective", think_preopened: bool = False) -> str | None:
+               style: str = "reflective", think_preopened: bool = False, restate: bool = False) -> str | None:
     """The teacher response `<think>...</think>\\n<answer>...</answer>` for a puzzle.
 
     names, statements: the puzzle (statements[i] said by names[i]).
     style: "reflective" (the full search) or "direct" (the successful path only).
     think_preopened: the prompt already ends with `<think>`, so the response starts with the reasoning.
+    restate: write each claim out where a line uses it ("Ada says Ben is a knave; it is true, so ...")
+        instead of referring to it by speaker: longer, but every inference then reads only nearby
+        text, which a very small model learns much sooner.
     Returns None when the statements have no consistent assignment. With several solutions the trace
     ends in the first one the search finds.
     """
-    result = search(names, statements)
+    result = search(names, statements, restate)
     if result.solution is None:
         return None
     body = "\n".join(think_lines(names, result, style))

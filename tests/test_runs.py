@@ -49,7 +49,7 @@ def test_read_jsonl_names_the_bad_line_and_skips_a_torn_tail(tmp_path):
         f.write('{"a": 3')  # a run killed mid-write
     assert [r["a"] for r in read_jsonl(path)] == [1, 2]
     path.write_text('{"a": 1}\nnot json\n{"a": 2}\n')
-    with pytest.raises(AhaError, match=r"x.jsonl:2"):
+    with pytest.raises(AhaError, match=r"x.jsonl, line 2"):
         read_jsonl(path)
 
 

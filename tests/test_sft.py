@@ -48,7 +48,7 @@ def test_token_budget_batches_respect_budget_and_cover_everything():
 @pytest.mark.parametrize(
     "line, message",
     [
-        ("not json", "x.jsonl:1: not valid JSON"),  # broken line
+        ("not json", "x.jsonl, line 1: invalid JSON"),  # broken line
         ('{"messages": [{"role": "user", "content": "q"}]}', "ending with an assistant turn"),  # no reply
         ('{"text": "q"}', "needs field 'messages'"),  # unknown record shape
         ('[1, 2]', "expected a JSON object"),  # not an object

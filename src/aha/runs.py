@@ -68,20 +68,11 @@ def append_jsonl(path: str | Path, records: list[dict[str, Any]]) -> None:
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Read a JSONL file; a bad line raises AhaError naming the file and line. A torn last line
+    """Read a JSONL log; a bad line raises AhaError naming the file and line. A torn last line
     (a run killed mid-write) is skipped."""
-    rows = []
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            if i == len(lines):
-                break
-            raise AhaError(f"{path}:{i}: not valid JSON ({exc.msg})") from exc
-    return rows
+    from aha.jsonl import iter_json_objects
+
+    return [rec for _, rec in iter_json_objects(path, allow_torn_tail=True)]
 
 
 class MetricsWriter:

@@ -10,7 +10,6 @@ problem).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from aha.errors import AhaError
+from aha.jsonl import iter_json_objects
 from aha.tasks.base import Example, Task, Verdict
 
 TEXT_KEYS = ("completion", "text", "response")
@@ -44,26 +44,17 @@ def read_completions(path: str | Path) -> list[Sample]:
     if not path.is_file():
         raise AhaError(f"completions file {str(path)!r} does not exist")
     out: list[Sample] = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {i}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise AhaError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(rec, dict):
-                raise AhaError(f"{where}: expected a JSON object with 'id' and 'completion'")
-            if "id" not in rec or isinstance(rec["id"], (dict, list)) or rec["id"] is None:
-                raise AhaError(f"{where}: missing field 'id'")
-            key = next((k for k in TEXT_KEYS if k in rec), None)
-            if key is None:
-                raise AhaError(f"{where}: missing field 'completion' (or 'text' / 'response')")
-            if not isinstance(rec[key], str):
-                raise AhaError(f"{where}: field {key!r} must be a string")
-            extra = {k: v for k, v in rec.items() if k != "id" and k != key}
-            out.append(Sample(str(rec["id"]), rec[key], where, extra))
+    for i, rec in iter_json_objects(path):
+        where = f"{path}, line {i}"
+        if "id" not in rec or isinstance(rec["id"], (dict, list)) or rec["id"] is None:
+            raise AhaError(f"{where}: missing field 'id'")
+        key = next((k for k in TEXT_KEYS if k in rec), None)
+        if key is None:
+            raise AhaError(f"{where}: missing field 'completion' (or 'text' / 'response')")
+        if not isinstance(rec[key], str):
+            raise AhaError(f"{where}: field {key!r} must be a string")
+        extra = {k: v for k, v in rec.items() if k != "id" and k != key}
+        out.append(Sample(str(rec["id"]), rec[key], where, extra))
     if not out:
         raise AhaError(f"{path}: the completions file is empty")
     return out

@@ -17,7 +17,6 @@ RUN_DIR/model as a standalone Hugging Face folder (or a LoRA adapter folder).
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ import torch.nn.functional as F
 
 from aha.config import LoraConfig, ModelConfig, RunConfig, option, section
 from aha.errors import AhaError
+from aha.jsonl import iter_json_objects
 from aha.runs import RunDir, progress
 from aha.train.checkpoint import latest_checkpoint, load_training_state, save_checkpoint
 from aha.train.common import load_policy, render_prompt
@@ -86,30 +86,22 @@ def read_pairs(path: str | Path) -> list[tuple[list[dict[str, str]], str]]:
     if not path.is_file():
         raise AhaError(f"SFT data file {str(path)!r} does not exist")
     pairs = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise AhaError(f"{path}:{i}: not valid JSON ({exc.msg})") from exc
-        if not isinstance(rec, dict):
-            raise AhaError(f"{path}:{i}: expected a JSON object")
+    for i, rec in iter_json_objects(path):
         if "messages" in rec:
             msgs = rec["messages"]
             if not isinstance(msgs, list) or not msgs or not isinstance(msgs[-1], dict) \
                     or msgs[-1].get("role") != "assistant":
-                raise AhaError(f"{path}:{i}: field 'messages' must be a list ending with an assistant turn")
+                raise AhaError(f"{path}, line {i}: field 'messages' must be a list ending with an assistant turn")
             pairs.append((msgs[:-1], str(msgs[-1].get("content", ""))))
         elif "prompt" in rec and "response" in rec:
             prompt = rec["prompt"]
             if isinstance(prompt, str):
                 prompt = [{"role": "user", "content": prompt}]
             if not isinstance(prompt, list):
-                raise AhaError(f"{path}:{i}: field 'prompt' must be a string or a list of messages")
+                raise AhaError(f"{path}, line {i}: field 'prompt' must be a string or a list of messages")
             pairs.append((prompt, str(rec["response"])))
         else:
-            raise AhaError(f"{path}:{i}: needs field 'messages' or fields 'prompt' and 'response'")
+            raise AhaError(f"{path}, line {i}: needs field 'messages' or fields 'prompt' and 'response'")
     return pairs
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from aha.errors import AhaError
+from aha.jsonl import iter_json_objects
 from aha.tasks.knights_knaves import render
 from aha.tasks.knights_knaves.logic import index_of, parse_statements, solutions_mask
 from aha.tasks.knights_knaves.puzzle import Puzzle
@@ -58,17 +59,8 @@ def read_records(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
         for i, row in enumerate(rows, start=1):
             yield f"{path}, row {i}", row
         return
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise AhaError(f"{path}, line {i}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(rec, dict):
-                raise AhaError(f"{path}, line {i}: expected a JSON object, got {type(rec).__name__}")
-            yield f"{path}, line {i}", rec
+    for i, rec in iter_json_objects(path):
+        yield f"{path}, line {i}", rec
 
 
 def write_records(path: str | Path, records: list[dict[str, Any]]) -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from aha.errors import AhaError
+from aha.jsonl import iter_json_objects
 from aha.tasks.math.extract import last_boxed
 
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
@@ -132,18 +133,7 @@ def read_file(path: str | Path) -> list[RawRecord]:
             out.append(RawRecord(r, src, i + 1, "record"))
         return out
     # jsonl (also for unknown suffixes: the most common format)
-    out = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise AhaError(f"{src}, line {lineno}: invalid JSON: {exc.msg}") from exc
-        if not isinstance(r, dict):
-            raise AhaError(f"{src}, line {lineno}: expected a JSON object, got {type(r).__name__}")
-        out.append(RawRecord(r, src, lineno, "line"))
-    return out
+    return [RawRecord(r, src, lineno, "line") for lineno, r in iter_json_objects(src, text)]
 
 
 def read_dataset(name: str, split: str, config: str | None = None) -> list[RawRecord]:

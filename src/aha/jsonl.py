@@ -1,0 +1,36 @@
+"""Reading JSONL files of objects with errors that name the file and line (one parser for every
+data file aha reads: puzzles, math problems, SFT pairs, completions, run logs)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from aha.errors import AhaError
+
+
+def iter_json_objects(path: str | Path, text: str | None = None, allow_torn_tail: bool = False
+                      ) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every non-blank line of a JSONL file.
+
+    text: the file's content, if already read. allow_torn_tail: skip an unparseable last line (a
+    log whose writer was killed mid-line) instead of failing.
+    Raises AhaError "FILE, line N: invalid JSON (...)" or "...: expected a JSON object, got list".
+    """
+    if text is None:
+        text = Path(path).read_text(encoding="utf-8")
+    lines = text.splitlines()
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if allow_torn_tail and i == len(lines):
+                return
+            raise AhaError(f"{path}, line {i}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(rec, dict):
+            raise AhaError(f"{path}, line {i}: expected a JSON object, got {type(rec).__name__}")
+        yield i, rec

@@ -47,8 +47,7 @@ class KnightsKnavesTask(Task):
     depth, width, mix: statement shape (see `generator`): depth 2 / width 2 / uniform mix is the
         public dataset's shape.
     trace_style: teacher trace in `meta["trace"]`: "reflective", "direct", or "none".
-    trace_restate: teacher traces write each claim out where they use it (longer traces that a very
-        small model learns sooner; see `traces.make_trace`).
+    trace_restate: teacher traces write each claim out where they use it (see `traces.make_trace`).
     think_preopened: the assistant turn starts with `<think>` (rendered by the trainer).
     system_prompt: replaces `SYSTEM_PROMPT`; an empty string drops the system message.
     """

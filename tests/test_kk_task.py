@@ -131,3 +131,33 @@ def test_logic_rl_options_metrics_and_non_kk_examples():
                   answer_correct=1.0, answer_wrong=0.0)
     assert out.scores == [2.0, 1.0, None]  # custom values; not applicable to a non-K&K example
     assert out.metrics == {"format_ok": 1.0, "correct": 0.5, "unparseable": 0.0}
+
+
+def test_plain_quiz_and_small_name_pool_for_tiny_models():
+    from aha.tasks import get_task
+    from aha.tasks.knights_knaves.render import NAMES
+
+    task = get_task("knights-knaves", people="3", count=50, test_count=10, seed=3, name_pool=6,
+                    quiz_style="plain", system_prompt="")
+    full = get_task("knights-knaves", people="3", count=50, test_count=10, seed=3, system_prompt="")
+    plain_ex, full_ex = list(task.examples("train")), list(full.examples("train"))
+    # the same statements in the same order: only the surface text changes
+    assert [e.meta["statements"] for e in plain_ex] == [e.meta["statements"] for e in full_ex]
+    for ex in plain_ex:
+        assert set(ex.meta["names"]) <= set(NAMES[:6])
+        text = ex.prompt[-1]["content"]
+        assert text.startswith(f"{ex.meta['names'][0]} says that ") and "island" not in text
+        assert task.verify(ex.meta["trace"], ex).correct
+    assert len(plain_ex[0].prompt) == 1  # no system message
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"name_pool": 2, "people": "3"}, "name_pool must be between 3"),  # fewer names than people
+    ({"quiz_style": "terse"}, "quiz_style must be"),  # unknown style
+])
+def test_bad_surface_options(options, message):
+    from aha.errors import AhaError
+    from aha.tasks import get_task
+
+    with pytest.raises(AhaError, match=message):
+        get_task("knights-knaves", **options)

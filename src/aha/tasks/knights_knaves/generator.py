@@ -243,13 +243,15 @@ def generate_puzzles(n_people: int, count: int, seed: int = 0, split: str = "tra
 
 def generate_split(people: str | int | Iterable[int], count: int, seed: int = 0, split: str = "train",
                    depth: int = 2, width: int = 2, mix: str | Mapping[str, float] | None = None,
-                   test_count: int = 100) -> tuple[list[Puzzle], dict[int, int]]:
+                   test_count: int = 100, names: tuple[str, ...] = render.NAMES
+                   ) -> tuple[list[Puzzle], dict[int, int]]:
     """Puzzles of several sizes, interleaved round-robin (so any prefix mixes the sizes).
 
     people: sizes ("2-8", "3", [2, 3]); count: puzzles per size.
     split: "train" excludes the statement sets of the test split (`test_count` per size, same seed,
         depth, width and mix), so generated train and test never share a puzzle; any other split is
         generated on its own stream.
+    names: the name pool (the statements drawn do not depend on it).
     Returns (puzzles, {size: number generated}); a size whose space ran out has fewer than `count`.
     """
     if count < 0:
@@ -260,7 +262,7 @@ def generate_split(people: str | int | Iterable[int], count: int, seed: int = 0,
         exclude: set[tuple[Statement, ...]] = set()
         if split == "train" and test_count > 0:
             exclude = {p.statements for p in generate_puzzles(n, test_count, seed, "test", depth, width, mix)}
-        per_size.append(generate_puzzles(n, count, seed, split, depth, width, mix, exclude=exclude))
+        per_size.append(generate_puzzles(n, count, seed, split, depth, width, mix, exclude=exclude, names=names))
     out: list[Puzzle] = []
     for i in range(max((len(p) for p in per_size), default=0)):
         out.extend(p[i] for p in per_size if i < len(p))

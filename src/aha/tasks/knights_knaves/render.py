@@ -97,6 +97,12 @@ def quiz_text(names: list[str] | tuple[str, ...], statements: tuple[Statement, .
     return " ".join(parts)
 
 
+def plain_quiz_text(names: list[str] | tuple[str, ...], statements: tuple[Statement, ...] | list[Statement]) -> str:
+    """The puzzle without the island introduction and with one speech form: "Ada says that Ben is a
+    knave. Ben says that ..." (shorter prompts for very small models)."""
+    return " ".join(speech(0, name, statement_text(stmt, names)) for name, stmt in zip(names, statements))
+
+
 def solution_text(names: list[str] | tuple[str, ...], solution: list[bool]) -> str:
     """'A is a knight, B is a knave, and C is a knight.' (the public `solution_text` shape)."""
     parts = [f"{name} is a {role_word(k)}" for name, k in zip(names, solution)]

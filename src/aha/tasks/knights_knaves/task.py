@@ -16,6 +16,7 @@ from typing import Any
 
 from aha.errors import AhaError
 from aha.tasks.base import TASKS, Example, Task, Verdict
+from aha.tasks.knights_knaves import render
 from aha.tasks.knights_knaves.generator import generate_split, parse_mix, parse_people
 from aha.tasks.knights_knaves.loader import load_puzzles, parse_answer_lines
 from aha.tasks.knights_knaves.puzzle import Puzzle
@@ -49,6 +50,10 @@ class KnightsKnavesTask(Task):
     trace_style: teacher trace in `meta["trace"]`: "reflective", "direct", or "none".
     trace_restate: teacher traces write each claim out where they use it (see `traces.make_trace`).
     think_preopened: the assistant turn starts with `<think>` (rendered by the trainer).
+    name_pool: draw names from the first N names of the pool only (0 = all 48); with quiz_style
+        "plain" this gives the terse puzzles a very small model can learn in minutes.
+    quiz_style: "full" (introduction, eight speech forms, closing question) or "plain" (one
+        "X says that ..." sentence per person) for generated puzzles.
     system_prompt: replaces `SYSTEM_PROMPT`; an empty string drops the system message.
     """
 
@@ -58,7 +63,8 @@ class KnightsKnavesTask(Task):
                  seed: int = 0, trace_style: str | None = "reflective", think_preopened: bool = False,
                  system_prompt: str | None = None, depth: int = 2, width: int = 2,
                  mix: str | Mapping[str, float] | None = None, test_count: int = 100,
-                 test_data: list[str] | str | None = None, trace_restate: bool = False):
+                 test_data: list[str] | str | None = None, trace_restate: bool = False, name_pool: int = 0,
+                 quiz_style: str = "full"):
         self.data = [data] if isinstance(data, (str, Path)) else list(data or [])
         self.test_data = [test_data] if isinstance(test_data, (str, Path)) else list(test_data or [])
         self.people = parse_people(people)
@@ -75,6 +81,14 @@ class KnightsKnavesTask(Task):
                            f"got {trace_style!r}")
         self.trace_style = style
         self.trace_restate = bool(trace_restate)
+        if quiz_style not in ("full", "plain"):
+            raise AhaError(f"quiz_style must be 'full' or 'plain', got {quiz_style!r}")
+        self.quiz_style = quiz_style
+        max_people = max(self.people) if self.people else 2
+        if name_pool and not max_people <= name_pool <= len(render.NAMES):
+            raise AhaError(f"name_pool must be between {max_people} (the most people) and {len(render.NAMES)}, "
+                           f"got {name_pool}")
+        self.names = render.NAMES[:name_pool] if name_pool else render.NAMES
         self.think_preopened = bool(think_preopened)
         self.system_prompt = SYSTEM_PROMPT if system_prompt is None else system_prompt
         self._cache: dict[str, list[Example]] = {}
@@ -89,7 +103,7 @@ class KnightsKnavesTask(Task):
         gen_split = "test" if is_test else split
         count = self.test_count if is_test else self.count
         puzzles, made = generate_split(self.people, count, self.seed, gen_split, self.depth, self.width,
-                                       self.mix, test_count=self.test_count)
+                                       self.mix, test_count=self.test_count, names=self.names)
         short = {n: k for n, k in made.items() if k < count}
         if short:
             warnings.warn(f"knights-knaves: only {short} distinct puzzles exist for these sizes "
@@ -101,7 +115,10 @@ class KnightsKnavesTask(Task):
         prompt = []
         if self.system_prompt:
             prompt.append({"role": "system", "content": self.system_prompt})
-        prompt.append({"role": "user", "content": puzzle.quiz})
+        quiz = puzzle.quiz
+        if self.quiz_style == "plain" and not self.data:
+            quiz = render.plain_quiz_text(puzzle.names, puzzle.statements)
+        prompt.append({"role": "user", "content": quiz})
         meta: dict[str, Any] = {
             "bucket": puzzle.bucket,
             "n_people": puzzle.n,
@@ -125,12 +142,13 @@ class KnightsKnavesTask(Task):
     def corpus(self, n: int, seed: int = 0) -> Iterator[str]:
         """Prompts and teacher traces of `n` fresh puzzles (sizes round-robin), for tokenizer training."""
         per_size = -(-n // len(self.people))
-        puzzles, _ = generate_split(self.people, per_size, seed, "corpus", self.depth, self.width, self.mix)
+        puzzles, _ = generate_split(self.people, per_size, seed, "corpus", self.depth, self.width, self.mix,
+                                    names=self.names)
         style = self.trace_style or "reflective"
         if self.system_prompt:
             yield self.system_prompt
         for p in puzzles[:n]:
-            yield p.quiz
+            yield render.plain_quiz_text(p.names, p.statements) if self.quiz_style == "plain" else p.quiz
             yield make_trace(p.names, p.statements, style, self.think_preopened, self.trace_restate) or p.answer
 
     # ------------------------------------------------------------------ grading

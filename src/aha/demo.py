@@ -35,6 +35,8 @@ class DemoSettings:
     # claims written out in the traces; measured: with the 540 s SFT budget the nano model stayed on its
     # loss plateau (0% held-out) where the compact traces reached 5.7%, so it is off
     trace_restate: bool = False
+    name_pool: int = 8  # names drawn from the first 8 of the pool
+    quiz_style: str = "plain"  # "A says that ..." sentences only: prompts about half as long
     seed: int = 0
     model_size: str = "nano"
     vocab_size: int = 1000
@@ -42,7 +44,7 @@ class DemoSettings:
     sft_lr: float = 3e-3
     sft_batch_tokens: int = 8192
     grpo_seconds: float = 270.0
-    grpo_lr: float = 5e-5
+    grpo_lr: float = 1e-4
     grpo_prompts: int = 8
     grpo_samples: int = 8
     grpo_temperature: float = 0.8
@@ -83,7 +85,7 @@ def run_demo(out_dir: str | Path, quick: bool = False, settings: DemoSettings | 
     seconds: dict[str, float] = {}
     task_options = {"people": s.people, "count": s.train_count, "test_count": s.test_count, "seed": s.seed,
                     "depth": s.depth, "system_prompt": "", "trace_style": "reflective",
-                    "trace_restate": s.trace_restate}
+                    "trace_restate": s.trace_restate, "name_pool": s.name_pool, "quiz_style": s.quiz_style}
 
     # ---------------------------------------------------------------- 1. data
     t = time.time()

@@ -49,7 +49,8 @@ def parse_options(items: list[str]) -> dict[str, object]:
         if not sep or not key.strip():
             raise AhaError(f"--task-option {item!r} must look like KEY=VALUE")
         try:
-            out[key.strip()] = yaml.safe_load(value)
+            # an empty value is the empty string (e.g. system_prompt= drops the system message)
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
         except yaml.YAMLError:
             out[key.strip()] = value
     return out

@@ -133,3 +133,10 @@ def test_score_report_shares_eval_reporting(tmp_path, data_file):
     assert results["accuracy"] == pytest.approx(0.5) and results["pass_at_k"]["2"] == pytest.approx(1.0)
     assert set(results["buckets"]) == {"2ppl", "3ppl"}
     assert "Reflection" in (report / "results.md").read_text()
+
+
+def test_task_option_values_are_yaml_scalars_and_empty_means_empty():
+    from aha.commands.score import parse_options
+
+    assert parse_options(["system_prompt=", "people=2-3", "count=3", "think_preopened=true"]) == {
+        "system_prompt": "", "people": "2-3", "count": 3, "think_preopened": True}

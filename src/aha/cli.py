@@ -24,29 +24,6 @@ COMMANDS = {
     "demo": "demo",
 }
 
-# What an unfinished subcommand says instead of pretending to work.
-PLANNED = {
-    "sft": "supervised fine-tuning on chat data or solver traces",
-    "distill": "teacher sampling with rejection filtering into an SFT dataset",
-    "train": "RL training (GRPO, Dr. GRPO, DAPO, RLOO, REINFORCE++)",
-    "eval": "sampling n completions per problem, pass@k and per-bucket tables",
-    "score": "scoring completions produced elsewhere",
-    "compare": "side-by-side evaluations and new-ability analysis",
-    "plot": "training-dynamics plots from a run directory",
-    "export": "merging a LoRA adapter into a standalone model folder",
-    "demo": "the offline Knights-and-Knaves SFT -> GRPO demo",
-}
-
-
-def _load(module: str):
-    try:
-        return importlib.import_module(f"aha.commands.{module}")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"aha.commands.{module}":
-            return None
-        raise
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aha",
@@ -55,26 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"aha {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name in COMMANDS.items():
-        module = _load(module_name)
-        if module is None:
-            p = sub.add_parser(name, help=f"(not available yet) {PLANNED.get(name, '')}")
-            p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-            p.set_defaults(_run=_not_available(name))
-            continue
+        module = importlib.import_module(f"aha.commands.{module_name}")
         p = sub.add_parser(name, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
-
-
-def _not_available(name: str):
-    def run(args: argparse.Namespace) -> int:
-        print(f"aha {name}: not available yet in aha {__version__} ({PLANNED.get(name, '')}).",
-              file=sys.stderr)
-        return 2
-
-    return run
 
 
 def main(argv: list[str] | None = None) -> int:

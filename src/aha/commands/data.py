@@ -25,22 +25,11 @@ DATA_COMMANDS = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="data_task", metavar="TASK", required=True)
     for name, module_name in DATA_COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name is None or not module_name.startswith(exc.name):
-                raise
-            p = sub.add_parser(name, help="(not available yet)")
-            p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-            p.set_defaults(_data_run=None)
-            continue
+        module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p, name)
         p.set_defaults(_data_run=module.run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args._data_run is None:
-        print(f"aha data {args.data_task}: not available yet")
-        return 2
     return args._data_run(args)

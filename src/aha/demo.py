@@ -44,7 +44,7 @@ class DemoSettings:
     sft_lr: float = 3e-3
     sft_batch_tokens: int = 8192
     grpo_seconds: float = 270.0
-    grpo_lr: float = 1e-4
+    grpo_lr: float = 5e-5
     grpo_prompts: int = 8
     grpo_samples: int = 8
     grpo_temperature: float = 0.8

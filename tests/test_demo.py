@@ -25,3 +25,26 @@ def test_quick_demo_runs_every_stage(tmp_path, capsys):
     assert results["seconds"]["sft_continued"] > 0
     assert "GRPO minus SFT" in (out / "REPORT.md").read_text()
     assert "grpo" in capsys.readouterr().out
+
+
+def test_demo_settings_overrides_are_typed_and_checked():
+    import pytest
+
+    from aha.demo import DemoSettings
+    from aha.errors import AhaError
+
+    s = DemoSettings().with_overrides(["grpo_lr=1e-4", "fill=false", "sft_steps=12", "people=3"])
+    assert (s.grpo_lr, s.fill, s.sft_steps, s.people) == (1e-4, False, 12, "3")
+    assert DemoSettings().fill is True  # the default is untouched
+    with pytest.raises(AhaError, match="known key"):
+        DemoSettings().with_overrides(["grpo_l=1"])
+    with pytest.raises(AhaError, match="type int"):
+        DemoSettings().with_overrides(["grpo_steps=many"])
+    with pytest.raises(AhaError, match="type bool"):
+        DemoSettings().with_overrides(["fill=maybe"])
+
+
+def test_demo_bad_setting_is_a_clear_cli_error(tmp_path, capsys):
+    assert main(["demo", "--quick", "--out", str(tmp_path / "d"), "--set", "sft_stepz=3"]) != 0
+    assert "sft_steps" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()

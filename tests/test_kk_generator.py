@@ -81,6 +81,26 @@ def test_small_puzzle_space_is_reported_not_looped_on():
     assert made[2] == len(puzzles) < 500
 
 
+def test_fill_repeats_statement_sets_under_fresh_names_on_train_only():
+    distinct = generate_puzzles(2, 10_000, seed=3)  # the whole 2-person space (a few hundred sets)
+    filled = generate_puzzles(2, len(distinct) + 50, seed=3, fill=True)
+    # the distinct prefix is unchanged by fill, then the sets repeat in order under new names
+    assert [p.id for p in filled[:len(distinct)]] == [p.id for p in distinct]
+    extra = filled[len(distinct):]
+    assert len(extra) == 50 and all(p.extra["repeat"] for p in extra)
+    assert [p.statements for p in extra] == [p.statements for p in distinct[:50]]
+    assert [p.solution for p in extra] == [p.solution for p in distinct[:50]]
+    assert len({p.id for p in filled}) == len(filled)  # ids stay unique ("-r<index>")
+    assert sum(p.names != q.names for p, q in zip(extra, distinct)) > 25  # names are drawn again
+    # through generate_split: sizes balanced, test untouched and still disjoint, counts report distinct sets
+    train, made = generate_split("2-3", 600, seed=3, test_count=100, fill=True)
+    test, _ = generate_split("2-3", 100, seed=3, split="test", test_count=100, fill=True)
+    assert sum(p.n == 2 for p in train) == 600 and sum(p.n == 3 for p in train) == 600
+    assert made[2] < 600 and made[3] == 600
+    assert not {p.statements for p in train} & {p.statements for p in test}
+    assert not any(p.extra.get("repeat") for p in test)
+
+
 def test_same_seed_gives_identical_files(tmp_path, capsys):
     for name in ("a.jsonl", "b.jsonl", "a.parquet", "b.parquet"):
         args = ["data", "knights-knaves", "--people", "2-4", "--count", "20", "--seed", "3",

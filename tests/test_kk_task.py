@@ -161,3 +161,24 @@ def test_bad_surface_options(options, message):
 
     with pytest.raises(AhaError, match=message):
         get_task("knights-knaves", **options)
+
+
+def test_fill_balances_sizes_without_a_warning_and_keeps_test_disjoint():
+    import warnings
+
+    from aha.tasks import get_task
+
+    opts = dict(people="2-3", count=700, test_count=300, seed=0, name_pool=8, quiz_style="plain")
+    with pytest.warns(UserWarning, match="only"):
+        plain = list(get_task("knights-knaves", **opts).examples("train"))
+    assert sum(e.meta["bucket"] == "2ppl" for e in plain) < 150  # the 2-person space is nearly used up by test
+    task = get_task("knights-knaves", fill=True, **opts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train = list(task.examples("train"))
+    test = list(task.examples("test"))
+    assert sum(e.meta["bucket"] == "2ppl" for e in train) == 700 == sum(e.meta["bucket"] == "3ppl" for e in train)
+    assert len({e.id for e in train}) == len(train)
+    assert not {e.meta["statements"] for e in train} & {e.meta["statements"] for e in test}
+    assert len(test) == 600
+    assert all(task.verify(e.meta["trace"], e).correct for e in train[-20:])  # repeats carry right traces

@@ -24,7 +24,7 @@ import numpy as np
 from aha.errors import AhaError
 from aha.tasks.knights_knaves import render
 from aha.tasks.knights_knaves.logic import MAX_PEOPLE, Statement, solutions_mask
-from aha.tasks.knights_knaves.puzzle import Puzzle
+from aha.tasks.knights_knaves.puzzle import Puzzle, puzzle_id
 
 STATEMENT_KINDS = ("leaf", "not", "and", "or", "->", "<=>")
 _KIND_ALIASES = {"imp": "->", "if": "->", "implies": "->", "iff": "<=>", "leaf": "leaf", "not": "not",
@@ -192,7 +192,7 @@ class StatementSampler:
 def generate_puzzles(n_people: int, count: int, seed: int = 0, split: str = "train", depth: int = 2,
                      width: int = 2, mix: str | Mapping[str, float] | None = None,
                      exclude: set[tuple[Statement, ...]] | frozenset | None = None,
-                     names: tuple[str, ...] = render.NAMES) -> list[Puzzle]:
+                     names: tuple[str, ...] = render.NAMES, fill: bool = False) -> list[Puzzle]:
     """Up to `count` distinct puzzles with `n_people` people and exactly one solution each.
 
     n_people: people per puzzle (2..MAX_PEOPLE; 2..8 is the tested range).
@@ -202,6 +202,10 @@ def generate_puzzles(n_people: int, count: int, seed: int = 0, split: str = "tra
     depth, width, mix: statement shape (see `StatementSampler`, `parse_mix`).
     exclude: statement sets that must not be produced (e.g. the test split's, when making train).
     names: the pool names are drawn from without replacement.
+    fill: when the statement-set space runs out before `count`, go on with the sets already drawn,
+        cycling through them in order, each time under freshly drawn names and speech forms; those
+        puzzles repeat a structure (never one that `exclude` holds) and get ids ending in "-r<index>".
+        Keeps the sizes of a mixed training set balanced when a small size's space is tiny.
     """
     if not 2 <= n_people <= MAX_PEOPLE:
         raise AhaError(f"people must be between 2 and {MAX_PEOPLE}, got {n_people}")
@@ -228,22 +232,37 @@ def generate_puzzles(n_people: int, count: int, seed: int = 0, split: str = "tra
         seen.add(statements)
         k = mask.bit_length() - 1
         solution = tuple(bool((k >> i) & 1) for i in range(n_people))
-        # names: a partial Fisher-Yates shuffle of the pool
-        for i in range(n_people):
-            j = i + draws.below(len(pool) - i)
-            pool[i], pool[j] = pool[j], pool[i]
-        chosen = tuple(pool[:n_people])
-        templates = [draws.below(len(render.SPEECH_TEMPLATES)) for _ in range(n_people)]
-        quiz = render.quiz_text(chosen, statements, templates)
-        out.append(Puzzle(names=chosen, statements=statements, solution=solution, quiz=quiz, n_solutions=1,
-                          extra={"index": len(out), "depth": depth, "width": width, "split": split,
-                                 "seed": seed}))
+        out.append(_dress(statements, solution, pool, draws, len(out), depth, width, split, seed))
+    distinct = len(out)
+    while fill and distinct and len(out) < count:
+        base = out[(len(out) - distinct) % distinct]
+        out.append(_dress(base.statements, base.solution, pool, draws, len(out), depth, width, split, seed,
+                          repeat=True))
     return out
+
+
+def _dress(statements: tuple[Statement, ...], solution: tuple[bool, ...], pool: list[str], draws: _Draws,
+           index: int, depth: int, width: int, split: str, seed: int, repeat: bool = False) -> Puzzle:
+    """A Puzzle of a statement set under names and speech forms drawn now (`pool` is shuffled in place)."""
+    n_people = len(statements)
+    # names: a partial Fisher-Yates shuffle of the pool
+    for i in range(n_people):
+        j = i + draws.below(len(pool) - i)
+        pool[i], pool[j] = pool[j], pool[i]
+    chosen = tuple(pool[:n_people])
+    templates = [draws.below(len(render.SPEECH_TEMPLATES)) for _ in range(n_people)]
+    quiz = render.quiz_text(chosen, statements, templates)
+    extra = {"index": index, "depth": depth, "width": width, "split": split, "seed": seed}
+    puzzle_id_ = f"{puzzle_id(chosen, statements)}-r{index}" if repeat else ""
+    if repeat:
+        extra["repeat"] = True
+    return Puzzle(names=chosen, statements=statements, solution=solution, quiz=quiz, id=puzzle_id_,
+                  n_solutions=1, extra=extra)
 
 
 def generate_split(people: str | int | Iterable[int], count: int, seed: int = 0, split: str = "train",
                    depth: int = 2, width: int = 2, mix: str | Mapping[str, float] | None = None,
-                   test_count: int = 100, names: tuple[str, ...] = render.NAMES
+                   test_count: int = 100, names: tuple[str, ...] = render.NAMES, fill: bool = False
                    ) -> tuple[list[Puzzle], dict[int, int]]:
     """Puzzles of several sizes, interleaved round-robin (so any prefix mixes the sizes).
 
@@ -252,7 +271,10 @@ def generate_split(people: str | int | Iterable[int], count: int, seed: int = 0,
         depth, width and mix), so generated train and test never share a puzzle; any other split is
         generated on its own stream.
     names: the name pool (the statements drawn do not depend on it).
-    Returns (puzzles, {size: number generated}); a size whose space ran out has fewer than `count`.
+    fill: train split only: a size whose space runs out is filled up to `count` with its statement
+        sets under fresh names (see `generate_puzzles`).
+    Returns (puzzles, {size: distinct statement sets generated}); a size whose space ran out has
+    fewer than `count` (even when `fill` made up the number of puzzles).
     """
     if count < 0:
         raise AhaError(f"count must be >= 0, got {count}")
@@ -262,9 +284,10 @@ def generate_split(people: str | int | Iterable[int], count: int, seed: int = 0,
         exclude: set[tuple[Statement, ...]] = set()
         if split == "train" and test_count > 0:
             exclude = {p.statements for p in generate_puzzles(n, test_count, seed, "test", depth, width, mix)}
-        per_size.append(generate_puzzles(n, count, seed, split, depth, width, mix, exclude=exclude, names=names))
+        per_size.append(generate_puzzles(n, count, seed, split, depth, width, mix, exclude=exclude, names=names,
+                                         fill=fill and split == "train"))
     out: list[Puzzle] = []
     for i in range(max((len(p) for p in per_size), default=0)):
         out.extend(p[i] for p in per_size if i < len(p))
-    return out, {n: len(p) for n, p in zip(sizes, per_size)}
+    return out, {n: sum(1 for q in p if not q.extra.get("repeat")) for n, p in zip(sizes, per_size)}
 

@@ -54,6 +54,9 @@ class KnightsKnavesTask(Task):
         "plain" this gives the terse puzzles a very small model can learn in minutes.
     quiz_style: "full" (introduction, eight speech forms, closing question) or "plain" (one
         "X says that ..." sentence per person) for generated puzzles.
+    fill: when a size's puzzle space runs out before `count` (2 people: about 400 statement sets
+        in all at depth 2), fill its train split up to `count` with the same statement sets under
+        fresh names, so the sizes stay balanced; the test split stays distinct and disjoint.
     system_prompt: replaces `SYSTEM_PROMPT`; an empty string drops the system message.
     """
 
@@ -64,7 +67,7 @@ class KnightsKnavesTask(Task):
                  system_prompt: str | None = None, depth: int = 2, width: int = 2,
                  mix: str | Mapping[str, float] | None = None, test_count: int = 100,
                  test_data: list[str] | str | None = None, trace_restate: bool = False, name_pool: int = 0,
-                 quiz_style: str = "full"):
+                 quiz_style: str = "full", fill: bool = False):
         self.data = [data] if isinstance(data, (str, Path)) else list(data or [])
         self.test_data = [test_data] if isinstance(test_data, (str, Path)) else list(test_data or [])
         self.people = parse_people(people)
@@ -84,6 +87,7 @@ class KnightsKnavesTask(Task):
         if quiz_style not in ("full", "plain"):
             raise AhaError(f"quiz_style must be 'full' or 'plain', got {quiz_style!r}")
         self.quiz_style = quiz_style
+        self.fill = bool(fill)
         max_people = max(self.people) if self.people else 2
         if name_pool and not max_people <= name_pool <= len(render.NAMES):
             raise AhaError(f"name_pool must be between {max_people} (the most people) and {len(render.NAMES)}, "
@@ -103,9 +107,9 @@ class KnightsKnavesTask(Task):
         gen_split = "test" if is_test else split
         count = self.test_count if is_test else self.count
         puzzles, made = generate_split(self.people, count, self.seed, gen_split, self.depth, self.width,
-                                       self.mix, test_count=self.test_count, names=self.names)
+                                       self.mix, test_count=self.test_count, names=self.names, fill=self.fill)
         short = {n: k for n, k in made.items() if k < count}
-        if short:
+        if short and not (self.fill and not is_test):
             warnings.warn(f"knights-knaves: only {short} distinct puzzles exist for these sizes "
                           f"(asked for {count} per size); raise depth or width for more", stacklevel=2)
         return puzzles

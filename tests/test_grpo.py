@@ -81,6 +81,31 @@ def test_resume_gives_identical_metrics(tmp_path, tiny_model_dir):
     assert strip(read_jsonl(split / "metrics.jsonl")) == strip(read_jsonl(straight / "metrics.jsonl"))
 
 
+def test_old_logprobs_from_the_first_pass_equal_a_separate_forward(tmp_path, tiny_model_dir, monkeypatch):
+    # num_iterations=2 with one mini-batch: the first pass's log-probs replace the separate no-grad
+    # forward; the run must be the same as with that forward (same metrics, same final weights)
+    import aha.train.grpo as grpo
+
+    torch.set_num_threads(1)
+    extra = ["algo.num_iterations=2", "batch.micro_batch_size=4", "optim.lr=1e-2"]
+    assert main(base_args(tiny_model_dir, tmp_path / "reuse", 3, extra)) == 0
+    monkeypatch.setattr(grpo, "_OLD_FROM_FIRST_PASS", False)
+    assert main(base_args(tiny_model_dir, tmp_path / "separate", 3, extra)) == 0
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if not any(t in k for t in ("time", "seconds", "tokens_per_s"))}
+                for r in rows]
+
+    reuse, separate = (strip(read_jsonl(tmp_path / d / "metrics.jsonl")) for d in ("reuse", "separate"))
+    assert [r["clip_frac"] for r in reuse] == pytest.approx([r["clip_frac"] for r in separate])
+    for a, b in zip(reuse, separate):
+        for k in a:
+            assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-6), k
+    wa = load_model(tmp_path / "reuse" / "model").state_dict()
+    wb = load_model(tmp_path / "separate" / "model").state_dict()
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+
+
 def test_resume_refuses_a_changed_config(tmp_path, tiny_model_dir, capsys):
     out = tmp_path / "run"
     assert main(base_args(tiny_model_dir, out, 1)) == 0

@@ -46,6 +46,8 @@ from aha.train.config import TrainConfig
 # config keys that may differ between a run and its resumption
 _RESUME_FREE_KEYS = {"resume", "allow_config_change", "max_seconds"}
 _RESUME_FREE_RUN_KEYS = {"out_dir", "progress"}
+# take the old log-probs from the first update pass when that is exact (a switch so a test can compare)
+_OLD_FROM_FIRST_PASS = True
 
 
 # ----------------------------------------------------------------------------- small helpers
@@ -259,12 +261,16 @@ def train(cfg: TrainConfig) -> Path:
                 need_ref = cfg.algo.kl_coef > 0
                 # stored old log-probs: for the ratio when mu > 1, and for the KL when it goes into the reward
                 need_old = cfg.algo.num_iterations > 1 or (need_ref and cfg.algo.kl_in_reward)
-                if need_old or need_ref:
+                # with one mini-batch, the first update pass runs on the sampling weights, so its
+                # log-probs are the old ones: take them there instead of in a separate forward
+                old_from_first_pass = (_OLD_FROM_FIRST_PASS and need_old and cfg.batch.mini_batches == 1
+                                       and not (need_ref and cfg.algo.kl_in_reward))
+                if (need_old and not old_from_first_pass) or need_ref:
                     with torch.no_grad():
                         for mb in _chunks(rollouts, cfg.batch.micro_batch_size):
                             args = ([r.prompt_ids for r in mb], [_completion_ids(r) for r in mb], pad_id,
                                     cfg.rollout.temperature)
-                            if need_old:
+                            if need_old and not old_from_first_pass:
                                 lp, _, mask = completion_logprobs(model, *args)
                                 for r, row, m in zip(mb, lp, mask):
                                     r.old_logprobs = row[m].detach()
@@ -294,7 +300,7 @@ def train(cfg: TrainConfig) -> Path:
                 n_micro, grad_norms = 0, []
                 order_gen = torch.Generator().manual_seed(step_seed(cfg.run.seed, step, 99))
                 mini_size = math.ceil(len(rollouts) / cfg.batch.mini_batches)
-                for _ in range(cfg.algo.num_iterations):
+                for iteration in range(cfg.algo.num_iterations):
                     order = torch.randperm(len(rollouts), generator=order_gen).tolist()
                     for mb_start in range(0, len(rollouts), mini_size):
                         mini = [rollouts[i] for i in order[mb_start:mb_start + mini_size]]
@@ -305,7 +311,13 @@ def train(cfg: TrainConfig) -> Path:
                                 model, [r.prompt_ids for r in micro], comp, pad_id, cfg.rollout.temperature,
                                 with_entropy=True, entropy_grad=cfg.algo.entropy_coef > 0)  # (B, C) each
                             width = lp.shape[1]
-                            old = pad_rows([r.old_logprobs for r in micro], width) if need_old else lp.detach()
+                            if need_old and not (old_from_first_pass and iteration == 0):
+                                old = pad_rows([r.old_logprobs for r in micro], width)
+                            else:
+                                old = lp.detach()
+                                if old_from_first_pass:
+                                    for r, row, m in zip(micro, old, mask):
+                                        r.old_logprobs = row[m]
                             ref = None
                             if need_ref and not cfg.algo.kl_in_reward:
                                 ref = pad_rows([r.ref_logprobs for r in micro], width)

@@ -433,3 +433,147 @@ def test_lora_model_matches_its_base(tok):
     gen = EngineGenerator(peft_model, tok)
     assert gen.mode == "cascade"
     assert [c.token_ids for c in gen.generate(prompts, params)] == expected
+
+
+# ----------------------------------------------------------------------------- decode-step internals
+
+
+def reference_attention(q, pk, pv, plen, row_unique, key, value):
+    """Per-row attention written out plainly: row b (prompt u) attends to the last plen[u] positions of
+    prompt u's keys (left padding) followed by its own generated keys. q: (B, Hk, G, D), scaled."""
+    out = torch.empty_like(q)
+    for b, u in enumerate(row_unique):
+        P = pk.shape[2]
+        k = torch.cat([pk[u, :, P - plen[u]:], key[b]], dim=1)  # (Hk, L, D)
+        v = torch.cat([pv[u, :, P - plen[u]:], value[b]], dim=1)
+        for h in range(q.shape[1]):
+            out[b, h] = torch.softmax(q[b, h] @ k[h].T, dim=-1) @ v[h]
+    return out
+
+
+@pytest.mark.parametrize("row_unique", [
+    [0, 0, 1, 1, 2, 2],   # every prompt has the same number of rows, in order: the dense grid
+    [0, 0, 0, 1, 2, 2],   # groups of different sizes
+    [0, 2, 2],            # prompt 1 has no live row left
+])
+def test_cascade_core_equals_per_row_attention(row_unique):
+    from aha.rollout.engine import _Prefix, cascade_core
+
+    g = torch.Generator().manual_seed(0)
+    U, Hk, G, D, P, T = 3, 2, 2, 8, 5, 3
+    plen = [5, 2, 4]  # prompts of different lengths, left-padded to P
+    pk, pv = torch.randn(U, Hk, P, D, generator=g), torch.randn(U, Hk, P, D, generator=g)
+    valid = torch.tensor([[i >= P - n for i in range(P)] for n in plen])  # (U, P)
+    bias = torch.zeros(U, 1, 1, P).masked_fill_(~valid[:, None, None, :], float("-inf"))
+    B = len(row_unique)
+    q = torch.randn(B, Hk, G, D, generator=g) * D ** -0.5
+    key, value = torch.randn(B, Hk, T, D, generator=g), torch.randn(B, Hk, T, D, generator=g)
+    prefix = _Prefix([pk], [pv], bias)
+    prefix.assign(row_unique, torch.device("cpu"))
+    assert prefix.dense == (row_unique == [0, 0, 1, 1, 2, 2])
+    out = cascade_core(q, key, value, prefix, 0)
+    torch.testing.assert_close(out, reference_attention(q, pk, pv, plen, row_unique, key, value),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_cascade_core_hand_checked():
+    # one KV head, one query head, D = 1: scores are plain products, easy to follow by hand.
+    # prompt 0 = keys [1, pad], prompt 1 = keys [0, 2]; row 0 (prompt 0) and row 1 (prompt 1)
+    # each have one generated key 1 with value 10.
+    from aha.rollout.engine import _Prefix, cascade_core
+
+    pk = torch.tensor([[[[9.0], [1.0]]], [[[0.0], [2.0]]]])  # (U=2, 1, P=2, 1); 9 is padding
+    pv = torch.tensor([[[[-5.0], [4.0]]], [[[6.0], [8.0]]]])
+    bias = torch.tensor([[[[float("-inf"), 0.0]]], [[[0.0, 0.0]]]])  # prompt 0 is left-padded by one
+    prefix = _Prefix([pk], [pv], bias)
+    prefix.assign([0, 1], torch.device("cpu"))
+    q = torch.tensor([[[[1.0]]], [[[1.0]]]])  # (B=2, 1, 1, 1)
+    key = torch.ones(2, 1, 1, 1)
+    value = torch.full((2, 1, 1, 1), 10.0)
+    out = cascade_core(q, key, value, prefix, 0).flatten().tolist()
+    # row 0: keys [1 | 1] -> weights 1/2, 1/2 -> (4 + 10) / 2 = 7
+    # row 1: keys [0, 2 | 1] -> weights e^0, e^2, e^1 over their sum
+    e = [1.0, math.exp(2), math.exp(1)]
+    assert out == pytest.approx([7.0, (6 * e[0] + 8 * e[1] + 10 * e[2]) / sum(e)], rel=1e-6)
+
+
+def test_uniform_table_equals_step_uniforms():
+    from aha.rollout.engine import uniform_table
+
+    keys = row_keys(9, torch.tensor([0, 1, 1, 4]), torch.tensor([0, 0, 3, 2]))
+    table = uniform_table(keys, 20)
+    assert table.shape == (4, 20)
+    for t in range(20):
+        assert torch.equal(table[:, t], step_uniforms(keys, t))
+    assert torch.equal(uniform_table(keys, 5, start=13), table[:, 13:18])  # a later block
+
+
+def test_uniforms_drawn_in_blocks_give_the_same_samples(model, tok, monkeypatch):
+    # the decode loop draws its uniforms a block of steps at a time; rows that finish early leave
+    # the batch between blocks, so a block size of 3 crosses many block edges and drops
+    import aha.rollout.engine as engine
+
+    prompts = random_prompts([6, 3, 8])
+    params = SamplingParams(max_new_tokens=40, n=3, seed=5)  # three rows end at 12-15 tokens
+    whole = EngineGenerator(model, tok, eos_token_ids=[EOS]).generate(prompts, params)
+    monkeypatch.setattr(engine, "_UNIFORM_BLOCK", 3)
+    blocks = EngineGenerator(model, tok, eos_token_ids=[EOS]).generate(prompts, params)
+    assert [x.token_ids for x in blocks] == [x.token_ids for x in whole]
+    assert [x.logprobs for x in blocks] == [x.logprobs for x in whole]
+
+
+def test_onednn_linear_matches_f_linear():
+    from aha.rollout.engine import _lin, _lin_spec, _onednn_usable
+
+    g = torch.Generator().manual_seed(0)
+    w, b = torch.randn(40, 24, generator=g), torch.randn(40, generator=g)
+    if not _onednn_usable(w):
+        pytest.skip("oneDNN linear not available in this torch build")
+    for rows in (1, 3, 64):
+        x = torch.randn(rows, 24, generator=g)
+        for bias in (b, None):
+            torch.testing.assert_close(_lin(x, _lin_spec(w, bias, True)), torch.nn.functional.linear(x, w, bias),
+                                       rtol=1e-5, atol=1e-5)
+    assert not _onednn_usable(w.to(torch.bfloat16))  # float32 only
+
+
+def test_native_prefill_matches_the_model_forward(model):
+    # left-padded prompts of different lengths: last-position logits and the prompt keys/values
+    from aha.rollout.engine import SlabCache
+
+    gen = EngineGenerator(model, eos_token_ids=[EOS])
+    prompts = random_prompts([6, 3, 1])
+    P = 6
+    ids = torch.tensor([[PAD] * (P - len(p)) + p for p in prompts])
+    valid = torch.tensor([[i >= P - len(p) for i in range(P)] for p in prompts])
+    pos = (torch.arange(P)[None] - (P - valid.sum(1, keepdim=True))).clamp(min=0)
+    with torch.inference_mode():
+        gen._native.refresh()
+        logits, keys, values = gen._native.prefill(ids, pos, gen._allowed(valid, P))
+        cache = SlabCache(gen.num_layers, P)
+        ref = model(input_ids=ids, attention_mask=valid.long(), position_ids=pos, past_key_values=cache,
+                    use_cache=True).logits[:, -1].float()
+    torch.testing.assert_close(logits, ref, rtol=1e-4, atol=1e-4)
+    for layer, k, v in zip(cache.layers, keys, values):
+        m = valid[:, None, :, None]  # padded positions hold whatever; they are masked out later
+        torch.testing.assert_close(torch.where(m, k, 0.0), torch.where(m, layer.keys, 0.0), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(torch.where(m, v, 0.0), torch.where(m, layer.values, 0.0), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("variant", ["no_onednn", "unfused"])
+def test_native_fallbacks_equal_generate(tok, monkeypatch, variant):
+    # the F.linear path of the native step (other devices and dtypes, builds without oneDNN), and the
+    # separate q/k/v and gate/up matmuls of models too large for fused weight copies
+    import aha.rollout.engine as engine
+
+    if variant == "no_onednn":
+        monkeypatch.setitem(engine._ONEDNN_STATE, "ok", False)
+    else:
+        monkeypatch.setattr(engine, "_FUSE_MAX_PARAMS", 0)
+    model = make_model()
+    prompts = random_prompts([5, 2, 9])
+    expected = hf_greedy(model, prompts, [EOS], 12)
+    gen = EngineGenerator(model, tok, eos_token_ids=[EOS])
+    out = gen.generate(prompts, SamplingParams(temperature=0.0, max_new_tokens=12, n=2))
+    assert not gen._native.packed
+    assert [c.token_ids for c in out] == [expected[c.prompt_index] for c in out]

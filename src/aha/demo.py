@@ -65,7 +65,7 @@ class DemoSettings:
     continued_sft_lr: float = 3e-4
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def with_overrides(self, pairs: list[str]) -> "DemoSettings":
+    def with_overrides(self, pairs: list[str]) -> DemoSettings:
         """A copy with KEY=VALUE strings applied (typed like the field; unknown keys name the choices)."""
         values = dict(self.__dict__)
         for pair in pairs:

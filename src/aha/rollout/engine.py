@@ -19,13 +19,14 @@ models the per-step work outside the model's arithmetic is a large share of the 
 - checks stop strings by decoding a short tail of a row, only after tokens that can end one.
 
 Decode steps (EngineGenerator `mode`), the first one the model supports by default:
-- "native": plain Llama/Mistral/Qwen2/Qwen3 models: a lean step over the model's own weights
-  (`_NativeDecoder`), which skips transformers' per-module overhead (most of a small model's step);
+- "native": plain Llama/Mistral/Qwen2/Qwen3 models: a lean prefill and decode step over the model's
+  own weights (`_NativeDecoder`), which skips transformers' per-module overhead (most of a small
+  model's step) and, for float32 on CPU, runs the linear layers through oneDNN (see `_lin`);
 - "cascade": any full-attention model whose attention goes through transformers' AttentionInterface,
   PEFT-wrapped ones included: the model's forward with `cascade_attention` plugged in;
 - "slab": other full-attention models: the model's forward and attention, prompt cache copied per row;
 - "dynamic": anything else (sliding-window or hybrid layers): transformers' DynamicCache, 2D masks.
-The prefill is always the model's own forward.
+The prefill is the model's own forward in the other modes.
 
 Shared helpers used by both backends live here too: EOS resolution, the incremental stop-string
 checker and completion assembly.
@@ -243,6 +244,16 @@ def step_uniforms(keys: torch.Tensor, step: int) -> torch.Tensor:
     return (_combine(keys, step) >> 8).to(torch.float32) * (1.0 / (1 << 24))
 
 
+_UNIFORM_BLOCK = 256  # decode steps whose uniforms are drawn at once
+
+
+def uniform_table(keys: torch.Tensor, steps: int, start: int = 0) -> torch.Tensor:
+    """(B, steps) float32: column j equals `step_uniforms(keys, start + j)`, computed in one batch of
+    ops (the decode loop reads a column per step instead of hashing anew, a block of steps at a time)."""
+    t = torch.arange(start, start + steps, device=keys.device)[None, :]  # (1, T)
+    return (_combine(keys[:, None], t) >> 8).to(torch.float32) * (1.0 / (1 << 24))
+
+
 # ----------------------------------------------------------------------------- sampling
 
 
@@ -261,18 +272,29 @@ def sample_tokens(logits: torch.Tensor, uniforms: torch.Tensor, temperature: flo
     Returns (tokens (B,) int64, logprobs (B,) float32). The log-probability is that of the token under
     the temperature-scaled distribution BEFORE top-k/top-p filtering (log_softmax(logits / T); plain
     log_softmax(logits) when greedy). It is a sampling diagnostic; trainers recompute their own.
+
+    Cost: the unfiltered path makes four passes over (B, V) (max, subtract, exp, cumsum); the
+    probabilities stay unnormalised (the target scales with their total), and the log-probability
+    is formed for the sampled tokens only.
     """
     if temperature <= 0:
         tokens = logits.argmax(dim=-1)  # (B,)
-        logp = torch.log_softmax(logits, dim=-1)  # (B, V)
-        return tokens, logp.gather(1, tokens[:, None]).squeeze(1)
-    logp = torch.log_softmax(logits / temperature if temperature != 1.0 else logits, dim=-1)  # (B, V)
-    probs = logp.exp()  # (B, V)
+        lse = torch.logsumexp(logits, dim=-1)  # (B,)
+        return tokens, logits.gather(1, tokens[:, None]).squeeze(1) - lse
+    scaled = logits / temperature if temperature != 1.0 else logits  # (B, V)
+    z = scaled - scaled.amax(dim=-1, keepdim=True)  # (B, V), max 0
+    probs = z.exp()  # (B, V) unnormalised, max 1
     V = probs.shape[-1]
+    filtered = False
+    total = None  # (B, 1) unfiltered mass, when filtering changes the cdf's last entry
     if 0 < top_k < V:
-        kth = torch.topk(logp, top_k, dim=-1).values[:, -1:]  # (B, 1)
-        probs = probs.masked_fill(logp < kth, 0.0)
+        total = probs.sum(-1, keepdim=True)
+        kth = torch.topk(z, top_k, dim=-1).values[:, -1:]  # (B, 1)
+        probs = probs.masked_fill(z < kth, 0.0)
+        filtered = True
     if top_p < 1.0:
+        if total is None:
+            total = probs.sum(-1, keepdim=True)
         # rank by descending probability (stable: ties keep vocabulary order)
         sorted_p, order = torch.sort(probs, dim=-1, descending=True, stable=True)  # (B, V)
         sorted_p = sorted_p / sorted_p.sum(-1, keepdim=True)
@@ -280,12 +302,14 @@ def sample_tokens(logits: torch.Tensor, uniforms: torch.Tensor, temperature: flo
         drop_sorted = mass_above >= top_p
         drop_sorted[:, 0] = False
         probs = probs.masked_fill(torch.zeros_like(drop_sorted).scatter(1, order, drop_sorted), 0.0)
+        filtered = True
     cdf = probs.cumsum(dim=-1)  # (B, V)
     # the factor keeps the target strictly below the total despite float rounding, so the token found
     # always has a positive probability (cdf[i] > target >= cdf[i-1] means p_i > 0)
     target = (uniforms * (1.0 - 2.0 ** -20) * cdf[:, -1]).unsqueeze(1)  # (B, 1)
     tokens = torch.searchsorted(cdf, target, right=True).squeeze(1).clamp_(max=V - 1)  # (B,) clamp: NaN logits
-    return tokens, logp.gather(1, tokens[:, None]).squeeze(1)
+    log_total = (total if filtered else cdf[:, -1:]).log().squeeze(1)  # (B,)
+    return tokens, z.gather(1, tokens[:, None]).squeeze(1) - log_total
 
 
 # ----------------------------------------------------------------------------- caches
@@ -385,12 +409,15 @@ class _Prefix:
     bias: (U, 1, 1, P) additive mask (0 or -inf) for left padding, or None when no prompt is padded.
     slot: (B,) position of each batch row in the (U * group) query grid: u * group + rank in group.
     group: the largest number of live rows sharing one prompt.
+    dense: True when the rows fill the grid in order (slot == arange(U * group)): every prompt has
+        `group` live rows, consecutive in the batch; then rows and grid differ by a reshape only.
     """
 
     def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], bias: torch.Tensor | None):
         self.keys, self.values, self.bias = keys, values, bias
         self.slot = torch.zeros(0, dtype=torch.long)
         self.group = 1
+        self.dense = False
 
     def assign(self, row_unique: list[int], device: torch.device) -> None:
         """Lay out the live rows (their prompt index in 0..U-1, in batch order) on the query grid."""
@@ -400,7 +427,10 @@ class _Prefix:
             ranks.append(rank.get(u, 0))
             rank[u] = ranks[-1] + 1
         self.group = max(rank.values())
-        self.slot = torch.tensor([u * self.group + r for u, r in zip(row_unique, ranks)], device=device)
+        slots = [u * self.group + r for u, r in zip(row_unique, ranks)]
+        self.slot = torch.tensor(slots, device=device)
+        U = self.keys[0].shape[0]
+        self.dense = len(slots) == U * self.group and slots == list(range(len(slots)))
 
     def select(self, groups: torch.Tensor) -> None:
         """Keep only prompts `groups` (U',) (the others have no live rows left)."""
@@ -408,6 +438,21 @@ class _Prefix:
         self.values = [v.index_select(0, groups) for v in self.values]
         if self.bias is not None:
             self.bias = self.bias.index_select(0, groups)
+
+    def to_grid(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, Hk, G, c) per-row tensor -> (U, Hk, S*G, c) on the query grid (zeros where no row)."""
+        B, Hk, G, c = x.shape
+        U, S = self.keys[0].shape[0], self.group
+        if not self.dense:
+            x = x.new_zeros((U * S, Hk, G, c)).index_copy_(0, self.slot, x)  # (U*S, Hk, G, c)
+        return x.view(U, S, Hk, G, c).transpose(1, 2).reshape(U, Hk, S * G, c)
+
+    def to_rows(self, y: torch.Tensor, G: int) -> torch.Tensor:
+        """(U, Hk, S*G, c) on the grid -> (B, Hk, G, c) per row."""
+        U, Hk, SG, c = y.shape
+        S = SG // G
+        y = y.view(U, Hk, S, G, c).transpose(1, 2).reshape(U * S, Hk, G, c)
+        return y if self.dense else y.index_select(0, self.slot)
 
 
 def cascade_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -435,42 +480,31 @@ def cascade_core(q: torch.Tensor, key: torch.Tensor, value: torch.Tensor, prefix
     """Attention of one new query per row over its prompt (shared) and its generated keys.
 
     The n samples of a prompt attend to the same prompt keys, so those are read once per prompt for
-    all its rows (one matmul over the (prompt, row of the prompt) grid) instead of once per row;
-    each row's own generated keys are attended separately, and the two softmax parts are merged
-    through their log-sum-exp. Exact up to float rounding.
+    all its rows: the queries are laid out on a (prompt, row of the prompt) grid and one batched
+    matmul over all prompts and KV heads gives every row's prompt scores; each row's own generated
+    keys are scored by one batched matmul over rows. The two score blocks are concatenated per row
+    and go through one softmax (so the result is plain attention over [prompt ; generated], exact up
+    to float rounding); the weights are split again for the two value matmuls, whose outputs add.
 
     q: (B, H_kv, G, D) queries, already scaled; head h = kv_head * G + g reads KV head h // G.
     key/value: (B, H_kv, T, D) the rows' generated keys/values, the current token included.
     prefix: the prompts' keys/values and the rows' places on the query grid.
-    Returns (B, H_kv, G, D) in q's dtype.
+    Returns (B, H_kv, G, D) in the values' dtype.
     """
-    B, Hk, G, D = q.shape
-    U, S = prefix.keys[layer].shape[0], prefix.group
-    # ---- prefix: queries of each prompt's rows on a (U, S) grid
-    grid = q.new_zeros((U * S, Hk, G, D)).index_copy_(0, prefix.slot, q)  # (U*S, Hk, G, D)
-    grid = grid.view(U, S, Hk, G, D).transpose(1, 2).reshape(U, Hk, S * G, D)  # (U, Hk, S*G, D)
-    sp = torch.matmul(grid, prefix.keys[layer].transpose(-1, -2)).float()  # (U, Hk, S*G, P)
+    G = q.shape[2]
+    pk, pv = prefix.keys[layer], prefix.values[layer]  # (U, Hk, P, D)
+    P = pk.shape[2]
+    sp = torch.matmul(prefix.to_grid(q), pk.transpose(-1, -2))  # (U, Hk, S*G, P)
     if prefix.bias is not None:
         sp = sp + prefix.bias
-    mp = sp.amax(-1, keepdim=True)  # (U, Hk, S*G, 1)
-    ep = (sp - mp).exp_()
-    lp = ep.sum(-1, keepdim=True)  # (U, Hk, S*G, 1)
-    op = torch.matmul(ep.to(value.dtype), prefix.values[layer]).float()  # (U, Hk, S*G, D)
-
-    def to_rows(x: torch.Tensor) -> torch.Tensor:  # (U, Hk, S*G, c) -> (B, Hk, G, c)
-        return x.view(U, Hk, S, G, -1).transpose(1, 2).reshape(U * S, Hk, G, -1).index_select(0, prefix.slot)
-
-    op, mp, lp = to_rows(op), to_rows(mp), to_rows(lp)
-    # ---- suffix: each row's generated tokens
-    ss = torch.matmul(q, key.transpose(-1, -2)).float()  # (B, Hk, G, T)
-    ms = ss.amax(-1, keepdim=True)  # (B, Hk, G, 1)
-    es = (ss - ms).exp_()
-    ls = es.sum(-1, keepdim=True)
-    os_ = torch.matmul(es.to(value.dtype), value).float()  # (B, Hk, G, D)
-    # ---- merge the two partial softmaxes
-    m = torch.maximum(mp, ms)
-    ap, as_ = (mp - m).exp_(), (ms - m).exp_()
-    return ((op * ap + os_ * as_) / (lp * ap + ls * as_)).to(q.dtype)  # (B, Hk, G, D)
+    ss = torch.matmul(q, key.transpose(-1, -2))  # (B, Hk, G, T)
+    scores = torch.cat([prefix.to_rows(sp, G), ss], dim=-1)  # (B, Hk, G, P + T)
+    if scores.dtype == value.dtype == torch.float32:
+        w = torch.softmax(scores, dim=-1)  # (B, Hk, G, P + T)
+    else:  # low-precision models: softmax in float32, weights back in the values' dtype
+        w = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
+    op = prefix.to_rows(torch.matmul(prefix.to_grid(w[..., :P]), pv), G)  # (B, Hk, G, D)
+    return op + torch.matmul(w[..., P:], value)  # (B, Hk, G, D)
 
 
 _CASCADE = "aha_cascade"
@@ -499,6 +533,7 @@ class _NativeDecoder:
     RMSNorm in 8 ops, mask plumbing); this step does the same arithmetic with fewer, larger calls,
     reading the model's current parameters, so training updates are always seen. Only plain
     (non-PEFT, non-quantised) models of `_NATIVE_TYPES` qualify, checked module by module.
+    `prefill` runs the prompts (SDPA attention), `step` one token per row (cascade attention).
     """
 
     def __init__(self, model: Any):
@@ -545,12 +580,14 @@ class _NativeDecoder:
     def refresh(self) -> None:
         """Take the model's current weights (fused copies are rebuilt: training changes them)."""
         weights = []
+        pack = self.fuse and _onednn_usable(self.model.lm_head.weight)
         for layer in self.layers:
             a, m = layer.self_attn, layer.mlp
             w: dict[str, Any] = {
                 "ln1": (layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon),
                 "ln2": (layer.post_attention_layernorm.weight, layer.post_attention_layernorm.variance_epsilon),
-                "o": (a.o_proj.weight, a.o_proj.bias), "down": (m.down_proj.weight, m.down_proj.bias),
+                "o": _lin_spec(a.o_proj.weight, a.o_proj.bias, pack),
+                "down": _lin_spec(m.down_proj.weight, m.down_proj.bias, pack),
                 "q_norm": (a.q_norm.weight, a.q_norm.variance_epsilon) if hasattr(a, "q_norm") else None,
                 "k_norm": (a.k_norm.weight, a.k_norm.variance_epsilon) if hasattr(a, "k_norm") else None,
                 "head_dim": a.head_dim,
@@ -558,13 +595,57 @@ class _NativeDecoder:
             qkv = [a.q_proj, a.k_proj, a.v_proj]
             gu = [m.gate_proj, m.up_proj]
             if self.fuse:
-                w["qkv"] = [(torch.cat([x.weight for x in qkv]), _cat_bias(qkv))]
-                w["gu"] = [(torch.cat([x.weight for x in gu]), _cat_bias(gu))]
+                w["qkv"] = [_lin_spec(torch.cat([x.weight for x in qkv]), _cat_bias(qkv), pack)]
+                w["gu"] = [_lin_spec(torch.cat([x.weight for x in gu]), _cat_bias(gu), pack)]
             else:
-                w["qkv"] = [(x.weight, x.bias) for x in qkv]
-                w["gu"] = [(x.weight, x.bias) for x in gu]
+                w["qkv"] = [_lin_spec(x.weight, x.bias, False) for x in qkv]
+                w["gu"] = [_lin_spec(x.weight, x.bias, False) for x in gu]
             weights.append(w)
         self._weights = weights
+        self._head = _lin_spec(self.model.lm_head.weight, self.model.lm_head.bias, pack)
+        self.packed = pack
+
+    def prefill(self, ids: torch.Tensor, positions: torch.Tensor, allowed: torch.Tensor | None
+                ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """The prompts' forward: last-position logits (U, V) float32 and per-layer keys/values.
+
+        ids, positions: (U, P) left-padded prompt ids and their position ids.
+        allowed: (U, 1, P, P) bool attention mask (causal and padding), or None: plain causal.
+        Returns logits (U, V) and per layer keys, values (U, H_kv, P, D) (contiguous).
+        """
+        assert self._weights is not None
+        F = torch.nn.functional
+        model = self.model
+        Hq, Hk = self.heads, self.kv_heads
+        U, P = ids.shape
+        x = F.embedding(ids, model.model.embed_tokens.weight)  # (U, P, H)
+        cos, sin = self.rotary(x, positions)  # (U, P, D) each
+        D = cos.shape[-1]
+        sin = torch.cat([-sin[..., : D // 2], sin[..., D // 2:]], -1)[:, :, None, :]  # (U, P, 1, D)
+        cos = cos[:, :, None, :]
+        x = x.reshape(U * P, -1)  # (U*P, H)
+        keys, values = [], []
+        for w in self._weights:
+            h = _rms(x, *w["ln1"])
+            if len(w["qkv"]) == 1:
+                qkv = _lin(h, w["qkv"][0]).view(U, P, Hq + 2 * Hk, D)
+                q, k, v = qkv[:, :, :Hq], qkv[:, :, Hq:Hq + Hk], qkv[:, :, Hq + Hk:]
+            else:
+                q, k, v = (_lin(h, spec).view(U, P, -1, D) for spec in w["qkv"])
+            if w["q_norm"] is not None:
+                q, k = _rms(q, *w["q_norm"]), _rms(k, *w["k_norm"])
+            q = q * cos + q.unflatten(-1, (2, D // 2)).flip(-2).flatten(-2) * sin  # (U, P, Hq, D)
+            k = k * cos + k.unflatten(-1, (2, D // 2)).flip(-2).flatten(-2) * sin  # (U, P, Hk, D)
+            k = k.transpose(1, 2).contiguous()  # (U, Hk, P, D)
+            v = v.transpose(1, 2).contiguous()  # (U, Hk, P, D)
+            keys.append(k)
+            values.append(v)
+            attn = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=allowed,
+                                                  is_causal=allowed is None, enable_gqa=Hq != Hk)  # (U, Hq, P, D)
+            x = x + _lin(attn.transpose(1, 2).reshape(U * P, Hq * D), w["o"])
+            x = x + _mlp(_rms(x, *w["ln2"]), w)
+        x = _rms(x.view(U, P, -1)[:, -1], model.model.norm.weight, model.model.norm.variance_epsilon)  # (U, H)
+        return _lin(x, self._head).float(), keys, values
 
     def step(self, tokens: torch.Tensor, positions: torch.Tensor, cache: SlabCache,
              prefix: _Prefix) -> torch.Tensor:
@@ -577,34 +658,96 @@ class _NativeDecoder:
         assert self._weights is not None
         F = torch.nn.functional
         model = self.model
+        Hq, Hk = self.heads, self.kv_heads
         x = F.embedding(tokens, model.model.embed_tokens.weight)  # (B, H)
         B = x.shape[0]
         cos, sin = self.rotary(x[:, None, :], positions[:, None])  # (B, 1, D) each
+        D = cos.shape[-1]
+        # rotary for q and k heads in one pass: x * cos + swap_halves(x) * sin_signed, where
+        # swap_halves(x) * sin_signed == rotate_half(x) * sin; the q rows also carry the attention
+        # scale (exact when it is a power of two, as for D = 64 or 256)
+        scale = D ** -0.5
+        sin = torch.cat([-sin[..., : D // 2], sin[..., D // 2:]], -1)  # (B, 1, D)
+        cos_qk = torch.cat([(cos * scale).expand(B, Hq, D), cos.expand(B, Hk, D)], 1)  # (B, Hq+Hk, D)
+        sin_qk = torch.cat([(sin * scale).expand(B, Hq, D), sin.expand(B, Hk, D)], 1)  # (B, Hq+Hk, D)
         for i, w in enumerate(self._weights):
-            D = w["head_dim"]
+            if w["head_dim"] != D:
+                raise AhaError(f"native step: layer {i} has head_dim {w['head_dim']}, rotary gives {D}")
             h = _rms(x, *w["ln1"])
             if len(w["qkv"]) == 1:
-                q, k, v = F.linear(h, *w["qkv"][0]).split([self.heads * D, self.kv_heads * D, self.kv_heads * D], -1)
+                qkv = _lin(h, w["qkv"][0])  # (B, (Hq + 2 Hk) D)
+                v = qkv[:, (Hq + Hk) * D:].view(B, Hk, D)
+                if w["q_norm"] is None:
+                    qk = qkv[:, :(Hq + Hk) * D].view(B, Hq + Hk, D)
+                else:
+                    qk = torch.cat([_rms(qkv[:, :Hq * D].view(B, Hq, D), *w["q_norm"]),
+                                    _rms(qkv[:, Hq * D:(Hq + Hk) * D].view(B, Hk, D), *w["k_norm"])], 1)
             else:
-                q, k, v = (F.linear(h, *wb) for wb in w["qkv"])
-            q = q.view(B, self.heads, D)  # (B, Hq, D)
-            k = k.view(B, self.kv_heads, D)  # (B, Hk, D)
-            if w["q_norm"] is not None:
-                q, k = _rms(q, *w["q_norm"]), _rms(k, *w["k_norm"])
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
-            keys, values = cache.layers[i].update(k[:, :, None, :], v.view(B, self.kv_heads, 1, D))
-            q = q.view(B, self.kv_heads, self.heads // self.kv_heads, D) * D ** -0.5  # (B, Hk, G, D)
-            attn = cascade_core(q, keys, values, prefix, i)  # (B, Hk, G, D)
-            x = x + F.linear(attn.reshape(B, self.heads * D), *w["o"])
-            h = _rms(x, *w["ln2"])
-            if len(w["gu"]) == 1:
-                gate, up = F.linear(h, *w["gu"][0]).chunk(2, -1)
-            else:
-                gate, up = (F.linear(h, *wb) for wb in w["gu"])
-            x = x + F.linear(F.silu(gate) * up, *w["down"])
+                q, k, v = (_lin(h, spec) for spec in w["qkv"])
+                q, k, v = q.view(B, Hq, D), k.view(B, Hk, D), v.view(B, Hk, D)
+                if w["q_norm"] is not None:
+                    q, k = _rms(q, *w["q_norm"]), _rms(k, *w["k_norm"])
+                qk = torch.cat([q, k], 1)  # (B, Hq + Hk, D)
+            qk = qk * cos_qk + qk.view(B, Hq + Hk, 2, D // 2).flip(2).view(B, Hq + Hk, D) * sin_qk
+            keys, values = cache.layers[i].update(qk[:, Hq:, None, :], v[:, :, None, :])
+            attn = cascade_core(qk[:, :Hq].view(B, Hk, Hq // Hk, D), keys, values, prefix, i)  # (B, Hk, G, D)
+            x = x + _lin(attn.reshape(B, Hq * D), w["o"])
+            x = x + _mlp(_rms(x, *w["ln2"]), w)
         x = _rms(x, model.model.norm.weight, model.model.norm.variance_epsilon)
-        return F.linear(x, model.lm_head.weight, model.lm_head.bias).float()  # (B, V)
+        return _lin(x, self._head).float()  # (B, V)
+
+
+# ----------------------------------------------------------------------------- linear layers via oneDNN
+#
+# On CPU, PyTorch runs F.linear through MKL, which on some CPUs (AMD ones among them) takes a code path
+# well below the oneDNN kernels PyTorch also ships (the ones torch.compile's CPU backend uses): about
+# 2x on a decode step's (64 x 256) @ (256 x 1376) shapes. The native step therefore packs its (small)
+# weight copies for oneDNN once per generate call and calls them through `mkldnn._linear_pointwise`,
+# after checking once per process that the op exists and agrees with F.linear.
+
+_ONEDNN_STATE: dict[str, bool] = {}
+
+
+def _onednn_usable(weight: torch.Tensor) -> bool:
+    """True when float32 CPU linears can go through oneDNN's packed-weight op (checked once)."""
+    if weight.device.type != "cpu" or weight.dtype != torch.float32:
+        return False
+    if "ok" not in _ONEDNN_STATE:
+        _ONEDNN_STATE["ok"] = _onednn_self_check()
+    return _ONEDNN_STATE["ok"]
+
+
+def _onednn_self_check() -> bool:
+    try:
+        if not torch.backends.mkldnn.is_available():
+            return False
+        g = torch.Generator().manual_seed(0)
+        w = torch.randn(24, 16, generator=g)
+        b = torch.randn(24, generator=g)
+        x = torch.randn(5, 16, generator=g)
+        packed = torch.ops.mkldnn._reorder_linear_weight(w)
+        y = torch.ops.mkldnn._linear_pointwise(x, packed, b, "none", [], "")
+        y0 = torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+        ref = torch.nn.functional.linear(x, w, b)
+        return bool(torch.allclose(y, ref, rtol=1e-4, atol=1e-4)
+                    and torch.allclose(y0 + b, ref, rtol=1e-4, atol=1e-4))
+    except Exception:  # noqa: BLE001 - any failure (op missing, build without oneDNN) means: use F.linear
+        return False
+
+
+def _lin_spec(weight: torch.Tensor, bias: torch.Tensor | None, pack: bool) -> tuple:
+    """A linear layer for `_lin`: (weight, bias, None), or (None, bias, packed weight) for oneDNN."""
+    if pack:
+        return None, bias, torch.ops.mkldnn._reorder_linear_weight(weight.detach())
+    return weight, bias, None
+
+
+def _lin(x: torch.Tensor, spec: tuple) -> torch.Tensor:
+    """F.linear(x, weight, bias), through oneDNN when the spec holds a packed weight."""
+    weight, bias, packed = spec
+    if packed is not None:
+        return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+    return torch.nn.functional.linear(x, weight, bias)
 
 
 def _cat_bias(linears: list[torch.nn.Linear]) -> torch.Tensor | None:
@@ -613,15 +756,21 @@ def _cat_bias(linears: list[torch.nn.Linear]) -> torch.Tensor | None:
     return torch.cat([x.bias if x.bias is not None else x.weight.new_zeros(x.out_features) for x in linears])
 
 
+def _mlp(h: torch.Tensor, w: dict[str, Any]) -> torch.Tensor:
+    """The gated MLP of one layer (weights as `_NativeDecoder.refresh` lays them out) on normed input h."""
+    if len(w["gu"]) == 1:
+        gate, up = _lin(h, w["gu"][0]).chunk(2, -1)
+    else:
+        gate, up = (_lin(h, spec) for spec in w["gu"])
+    return _lin(torch.nn.functional.silu(gate) * up, w["down"])
+
+
 def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """RMSNorm as transformers computes it: statistics in float32, scaled in the input dtype."""
+    if x.dtype == torch.float32:  # the same arithmetic without the two no-op casts
+        return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
     xf = x.float()
     return weight * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
 # ----------------------------------------------------------------------------- the engine
@@ -762,20 +911,24 @@ class EngineGenerator:
         """Attention mask for queries that are the last `q_len` of the keys described by valid (B, K)."""
         if self.mask_kind == "2d":
             return valid.to(torch.long)  # (B, K)
-        K = valid.shape[1]
-        if q_len == 1:
-            allowed = valid[:, None, None, :]  # (B, 1, 1, K)
-        else:
-            qpos = torch.arange(K - q_len, K, device=valid.device)[:, None]  # (q, 1)
-            kpos = torch.arange(K, device=valid.device)[None, :]  # (1, K)
-            # padded queries attend to themselves so no softmax row is empty (NaNs would reach the cache)
-            allowed = (kpos <= qpos)[None] & (valid[:, None, :] | (kpos == qpos)[None])  # (B, q, K)
-            allowed = allowed[:, None]  # (B, 1, q, K)
+        allowed = self._allowed(valid, q_len)
         if self.mask_kind == "bool4d":
             return allowed
         dtype = next(self.model.parameters()).dtype
         return torch.zeros(allowed.shape, dtype=dtype, device=valid.device).masked_fill_(
             ~allowed, torch.finfo(dtype).min)
+
+    @staticmethod
+    def _allowed(valid: torch.Tensor, q_len: int) -> torch.Tensor:
+        """(B, 1, q_len, K) bool: which keys (validity valid (B, K)) the last q_len positions attend to."""
+        K = valid.shape[1]
+        if q_len == 1:
+            return valid[:, None, None, :]  # (B, 1, 1, K)
+        qpos = torch.arange(K - q_len, K, device=valid.device)[:, None]  # (q, 1)
+        kpos = torch.arange(K, device=valid.device)[None, :]  # (1, K)
+        # padded queries attend to themselves so no softmax row is empty (NaNs would reach the cache)
+        allowed = (kpos <= qpos)[None] & (valid[:, None, :] | (kpos == qpos)[None])  # (B, q, K)
+        return allowed[:, None]  # (B, 1, q, K)
 
     def _prefill(self, ids: torch.Tensor, valid: torch.Tensor, pos: torch.Tensor, padded: bool
                  ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
@@ -788,6 +941,13 @@ class EngineGenerator:
         step = max(1, self.max_prefill_tokens // P)
         logits, keys, values = [], [], []
         for a in range(0, U, step):
+            if self._native is not None:
+                allowed = self._allowed(valid[a:a + step], P) if padded else None
+                lg, k, v = self._native.prefill(ids[a:a + step], pos[a:a + step], allowed)
+                logits.append(lg)
+                keys.append(k)
+                values.append(v)
+                continue
             cache = SlabCache(self.num_layers, P)
             mask = self._mask(valid[a:a + step], P) if padded or self.mask_kind == "2d" else None
             logits.append(self._forward(ids[a:a + step], mask, pos[a:a + step], cache))
@@ -849,6 +1009,10 @@ class EngineGenerator:
         pos = plen.index_select(0, ru)  # (R,) position of the next token
         keys = row_keys(params.seed, torch.tensor([pi for pi, _ in rows], device=device),
                         torch.tensor([si for _, si in rows], device=device))  # (R,)
+        # the uniforms of a block of steps at once: row b reads column t % block at step t (greedy
+        # reads none); blocks bound the table's memory for long generations of many rows
+        block = min(max_new, _UNIFORM_BLOCK) if params.temperature > 0 else 1
+        uniforms = uniform_table(keys, block)  # (R, block)
         eos = torch.tensor(self.eos_ids, device=device)
         stop_table = stop.candidates(logits.shape[-1], device) if stop is not None else None
 
@@ -866,8 +1030,10 @@ class EngineGenerator:
             if mode == "cascade":
                 self.config._attn_implementation_internal = _CASCADE
             for t in range(max_new):
-                tok, lp = sample_tokens(logits, step_uniforms(keys, t), params.temperature, params.top_p,
-                                        params.top_k)  # (B,), (B,)
+                if block > 1 and t and t % block == 0:
+                    uniforms = uniform_table(keys, block, start=t)  # (B, block)
+                tok, lp = sample_tokens(logits, uniforms[:, t % block], params.temperature,
+                                        params.top_p, params.top_k)  # (B,), (B,)
                 out_tok[slot_idx, t] = tok
                 out_lp[slot_idx, t] = lp
                 flags = torch.isin(tok, eos).to(torch.int8)  # (B,) 1 = EOS
@@ -897,7 +1063,8 @@ class EngineGenerator:
                     slot_rows = [slot_rows[s] for s in keep_slots]
                     alive = [True] * len(slot_rows)
                     n_dead = 0
-                    slot_idx, keys, pos, tok = (x.index_select(0, keep) for x in (slot_idx, keys, pos, tok))
+                    slot_idx, keys, uniforms, pos, tok = (x.index_select(0, keep)
+                                                                for x in (slot_idx, keys, uniforms, pos, tok))
                     if valid is not None:
                         valid = valid.index_select(0, keep)
                     if prefix is not None:

@@ -25,6 +25,14 @@ def test_quick_demo_runs_every_stage(tmp_path, capsys):
     assert results["seconds"]["sft_continued"] > 0
     assert "GRPO minus SFT" in (out / "REPORT.md").read_text()
     assert "grpo" in capsys.readouterr().out
+    # GRPO is anchored to the SFT model by the KL term (without it the measured policy drifted)
+    import yaml
+
+    from aha.demo import DemoSettings
+
+    grpo_cfg = yaml.safe_load((out / "grpo" / "config.yaml").read_text())
+    assert grpo_cfg["algo"]["kl_coef"] == DemoSettings().grpo_kl_coef > 0
+    assert grpo_cfg["batch"]["micro_batch_size"] == 16  # min(grpo_micro_batch, 4 prompts x 4 samples)
 
 
 def test_demo_settings_overrides_are_typed_and_checked():

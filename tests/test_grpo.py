@@ -106,6 +106,24 @@ def test_old_logprobs_from_the_first_pass_equal_a_separate_forward(tmp_path, tin
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
 
 
+@pytest.mark.parametrize("agg", ["token_mean", "seq_mean_token_mean"])
+def test_micro_batch_split_does_not_change_training(tmp_path, tiny_model_dir, agg):
+    # the loss divisors are the mini-batch's, so 8 rollouts in micro-batches of 2 (sorted by length)
+    # train exactly as one micro-batch of 8
+    torch.set_num_threads(1)
+    runs = {}
+    for micro in (2, 8):
+        out = tmp_path / f"micro{micro}"
+        assert main(base_args(tiny_model_dir, out, 2, [f"batch.micro_batch_size={micro}", f"algo.loss_agg={agg}",
+                                                       "optim.lr=1e-2"])) == 0
+        runs[micro] = (read_jsonl(out / "metrics.jsonl"), load_model(out / "model").state_dict())
+    (m2, w2), (m8, w8) = runs[2], runs[8]
+    assert [r["loss"] for r in m2] == pytest.approx([r["loss"] for r in m8], rel=1e-4, abs=1e-6)
+    assert [r["reward/total/mean"] for r in m2] == [r["reward/total/mean"] for r in m8]
+    # two Adam steps at lr 1e-2 move weights by up to 2e-2; summation order alone leaves ~1e-5
+    assert all(torch.allclose(w2[k], w8[k], atol=1e-4) for k in w2)
+
+
 def test_resume_refuses_a_changed_config(tmp_path, tiny_model_dir, capsys):
     out = tmp_path / "run"
     assert main(base_args(tiny_model_dir, out, 1)) == 0

@@ -39,6 +39,25 @@ def test_aggregate_by_hand(mode, mask, norm, expected):
     assert aggregate(LOSS, mask, mode, norm).item() == pytest.approx(expected, abs=1e-6)
 
 
+# each row of LOSS/MASK as its own micro-batch, with the whole batch's counts (3 tokens; 2 rows):
+# the two shares add up to the whole batch's value in AGG_CASES
+SPLIT_CASES = [
+    ("token_mean", 3, None, (1 + 2) / 3, 4 / 3),                  # each token / all 3 tokens
+    ("seq_mean_token_mean", None, 2, 1.5 / 2, 4 / 2),             # each row's mean / both rows
+    ("seq_mean_token_sum_norm", None, 2, 3 / (2 * 3), 4 / (2 * 3)),  # B = 2 rows, norm = T = 3
+    ("seq_mean_token_sum", None, 2, 3 / 2, 4 / 2),
+    ("token_sum", None, None, 3.0, 4.0),
+]
+
+
+@pytest.mark.parametrize("mode,tokens,rows,first,second", SPLIT_CASES)
+def test_aggregate_micro_batch_shares_add_up(mode, tokens, rows, first, second):
+    parts = [aggregate(LOSS[i:i + 1], MASK[i:i + 1], mode, None, tokens, rows).item() for i in (0, 1)]
+    assert parts == pytest.approx([first, second], abs=1e-6)
+    whole = dict((m, e) for m, mask, n, e in AGG_CASES if mask is MASK and n is None)[mode]
+    assert sum(parts) == pytest.approx(whole, abs=1e-6)
+
+
 @pytest.mark.parametrize("mode", ["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"])
 def test_aggregate_all_masked_is_zero_and_differentiable(mode):
     x = torch.ones(2, 3, requires_grad=True)

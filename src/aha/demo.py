@@ -53,13 +53,20 @@ class DemoSettings:
     sft_lr: float = 1.2e-3  # 3e-3 sat on a loss plateau for most of the budget (see README)
     sft_warmup_steps: int = 50
     sft_batch_tokens: int = 8192
-    grpo_steps: int = 100
-    grpo_max_seconds: float = 450.0
-    grpo_lr: float = 5e-5
-    grpo_prompts: int = 8
+    # GRPO settings measured from the same SFT model (80 steps each, paired greedy accuracy vs SFT):
+    # 8 prompts x 8 samples, 2 updates per batch, T 0.8, no KL: -4.2 pts; 32 x 8, 1 update, T 1.0,
+    # no KL: -0.7; the same at T 0.5: +0.2; the same at T 1.0 with KL 0.1 to the SFT model: +5.5
+    # [+1.7, +9.0]. Without the KL term the policy drifts: each run flipped a third of the
+    # puzzles both ways; the KL keeps what SFT got right while the reward moves the rest.
+    grpo_steps: int = 70
+    grpo_max_seconds: float = 600.0
+    grpo_lr: float = 2e-4  # with 8 x 8 batches: 1e-4 and 1.5e-4 gained ~0, 3e-4 collapsed
+    grpo_prompts: int = 32
     grpo_samples: int = 8
-    grpo_temperature: float = 0.8
-    grpo_iterations: int = 2
+    grpo_micro_batch: int = 32  # rollouts per forward/backward (32 was the fastest measured)
+    grpo_temperature: float = 1.0
+    grpo_iterations: int = 1
+    grpo_kl_coef: float = 0.1  # k3 estimate in the loss, reference = the SFT model
     max_new_tokens: int = 256
     eval_max_new_tokens: int = 320
     continued_sft_lr: float = 3e-4
@@ -193,7 +200,9 @@ def run_demo(out_dir: str | Path, quick: bool = False, settings: DemoSettings | 
         f"rollout.temperature={s.grpo_temperature}", f"rollout.max_new_tokens={s.max_new_tokens}",
         "algo.advantage=grpo", "algo.loss_agg=token_mean", "algo.clip_high=0.28",
         f"algo.num_iterations={s.grpo_iterations}", f"batch.prompts_per_step={s.grpo_prompts}",
-        f"batch.samples_per_prompt={s.grpo_samples}", f"batch.micro_batch_size={s.grpo_prompts * s.grpo_samples}",
+        f"batch.samples_per_prompt={s.grpo_samples}",
+        f"batch.micro_batch_size={min(s.grpo_micro_batch, s.grpo_prompts * s.grpo_samples)}",
+        f"algo.kl_coef={s.grpo_kl_coef}",
         f"optim.lr={s.grpo_lr}", f"steps={s.grpo_steps}", f"max_seconds={s.grpo_max_seconds}",
         f"run.out_dir={out / 'grpo'}",
         f"run.seed={s.seed}", "run.progress=false"])

@@ -40,7 +40,8 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     return (x * m).sum() / m.sum().clamp(min=1.0)
 
 
-def aggregate(loss_mat: Tensor, mask: Tensor, mode: str = "token_mean", norm_constant: float | None = None) -> Tensor:
+def aggregate(loss_mat: Tensor, mask: Tensor, mode: str = "token_mean", norm_constant: float | None = None,
+              batch_tokens: float | None = None, batch_rows: float | None = None) -> Tensor:
     """Reduce a per-token loss matrix to a scalar.
 
     With m the mask, B the number of rows and |o_i| = sum_t m_{i,t}:
@@ -64,6 +65,11 @@ def aggregate(loss_mat: Tensor, mask: Tensor, mode: str = "token_mean", norm_con
         mask: (B, T) bool (or 0/1) mask of the tokens that count.
         mode: one of `AGG_MODES`.
         norm_constant: the fixed divisor of "seq_mean_token_sum_norm" (ignored otherwise).
+        batch_tokens, batch_rows: when loss_mat is one micro-batch of a larger batch, that batch's
+            number of masked-in tokens (the "token_mean" divisor) and of rows (rows with tokens for
+            the seq means, all rows for "seq_mean_token_sum_norm"). The divisors are then the
+            whole batch's, so the micro-batch losses add up to the batch's loss exactly and the
+            split into micro-batches does not change the gradient. None: this matrix's own counts.
 
     Returns:
         0-dim tensor (differentiable w.r.t. loss_mat). An all-False mask gives 0.
@@ -73,7 +79,7 @@ def aggregate(loss_mat: Tensor, mask: Tensor, mode: str = "token_mean", norm_con
     m = mask.to(loss_mat.dtype)  # (B, T)
     masked = loss_mat * m  # (B, T)
     if mode == "token_mean":
-        return masked.sum() / m.sum().clamp(min=1.0)
+        return masked.sum() / (m.sum().clamp(min=1.0) if batch_tokens is None else max(batch_tokens, 1.0))
     if mode == "token_sum":
         return masked.sum()
     if mode in ("seq_mean_token_mean", "seq_mean_token_sum"):
@@ -82,12 +88,13 @@ def aggregate(loss_mat: Tensor, mask: Tensor, mode: str = "token_mean", norm_con
         if mode == "seq_mean_token_mean":
             seq = seq / counts.clamp(min=1.0)
         has_tokens = (counts > 0).to(loss_mat.dtype)  # (B,)
-        return (seq * has_tokens).sum() / has_tokens.sum().clamp(min=1.0)
+        rows = has_tokens.sum().clamp(min=1.0) if batch_rows is None else max(batch_rows, 1.0)
+        return (seq * has_tokens).sum() / rows
     if mode == "seq_mean_token_sum_norm":
         norm = float(loss_mat.shape[-1] if norm_constant is None else norm_constant)
         if norm <= 0:
             raise ValueError(f"norm_constant must be positive, got {norm}")
-        return masked.sum() / (loss_mat.shape[0] * norm)
+        return masked.sum() / ((loss_mat.shape[0] if batch_rows is None else batch_rows) * norm)
     raise ValueError(f"unknown loss aggregation {mode!r}; valid: {', '.join(AGG_MODES)}")
 
 
@@ -166,6 +173,8 @@ def policy_loss(
     loss_mode: str = "vanilla",
     clip_ratio_c: float | None = None,
     kl_clamp: float | None = None,
+    batch_tokens: float | None = None,
+    batch_rows: float | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """The scalar training loss of one micro-batch and its metrics.
 
@@ -193,6 +202,9 @@ def policy_loss(
         loss_mode: registered policy loss (`POLICY_LOSSES`), default "vanilla".
         clip_ratio_c: dual-clip constant (> 1) for "vanilla", None = off (verl uses 3.0).
         kl_clamp: clamp the per-token KL estimate to [-kl_clamp, kl_clamp] (Logic-RL: 10).
+        batch_tokens, batch_rows: the whole batch's counts when this is one micro-batch of it (see
+            `aggregate`); the returned loss and pg_loss are then this micro-batch's share of the
+            batch's, and the shares add up to the batch's values.
 
     Returns:
         (loss, metrics): loss a 0-dim differentiable tensor; metrics plain floats: pg_loss (the
@@ -223,7 +235,7 @@ def policy_loss(
     loss_mat = pg_mat  # (B, T)
     metrics: dict[str, float] = {k: float(v) for k, v in pg_metrics.items()}
     with torch.no_grad():
-        metrics["pg_loss"] = float(aggregate(pg_mat, mask, agg, norm_constant))
+        metrics["pg_loss"] = float(aggregate(pg_mat, mask, agg, norm_constant, batch_tokens, batch_rows))
 
     if ref_logprobs is not None:
         kl_mat = kl_estimate(logprobs, ref_logprobs.detach(), kl_estimator, clamp=kl_clamp)  # (B, T)
@@ -234,7 +246,7 @@ def policy_loss(
         metrics["entropy"] = float(masked_mean(entropy.detach(), mask))
         if entropy_coef != 0.0:
             loss_mat = loss_mat - entropy_coef * entropy
-    loss = aggregate(loss_mat, mask, agg, norm_constant)
+    loss = aggregate(loss_mat, mask, agg, norm_constant, batch_tokens, batch_rows)
     return loss, metrics
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from aha.cli import main
 
 
@@ -34,10 +36,25 @@ def test_quick_demo_runs_every_stage(tmp_path, capsys):
     assert grpo_cfg["algo"]["kl_coef"] == DemoSettings().grpo_kl_coef > 0
     assert grpo_cfg["batch"]["micro_batch_size"] == 16  # min(grpo_micro_batch, 4 prompts x 4 samples)
 
+    # the GRPO stage alone, from this demo's SFT model, with another setting; compared with that SFT model
+    again = tmp_path / "grpo-only"
+    assert main(["demo", "--quick", "--grpo-from", str(out), "--set", "grpo_kl_coef=0", "--out", str(again)]) == 0
+    only = json.loads((again / "results.json").read_text())
+    assert set(only["stages"]) == {"sft", "grpo"}
+    assert only["stages"]["sft"]["accuracy"] == results["stages"]["sft"]["accuracy"]
+    assert only["verdict"]["grpo_minus_sft"] == pytest.approx(
+        only["stages"]["grpo"]["accuracy"] - only["stages"]["sft"]["accuracy"])
+    assert yaml.safe_load((again / "grpo" / "config.yaml").read_text())["algo"]["kl_coef"] == 0
+    assert (again / "compare.md").is_file() and not (again / "sft").exists()
+    # other puzzle settings than the source demo's: refused before anything runs, naming the keys
+    capsys.readouterr()
+    assert main(["demo", "--grpo-from", str(out), "--out", str(tmp_path / "mismatch")]) != 0
+    assert "train_count" in capsys.readouterr().err and not (tmp_path / "mismatch").exists()
+    assert main(["demo", "--grpo-from", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) != 0
+    assert "finished aha demo" in capsys.readouterr().err
+
 
 def test_demo_settings_overrides_are_typed_and_checked():
-    import pytest
-
     from aha.demo import DemoSettings
     from aha.errors import AhaError
 

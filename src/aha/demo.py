@@ -100,22 +100,33 @@ QUICK = dict(train_count=400, test_count=20, sft_steps=40, grpo_steps=4, grpo_pr
 STAGES = ("untrained", "sft", "sft_continued", "grpo")
 
 
+# settings that decide the puzzles: a GRPO-only run must use those of the demo it starts from
+DATA_KEYS = ("people", "train_count", "fill", "test_count", "depth", "trace_restate", "name_pool", "quiz_style",
+             "seed")
+
+
 def run_demo(out_dir: str | Path, quick: bool = False, settings: DemoSettings | None = None,
-             log: Any = print) -> dict[str, Any]:
-    """Run every stage; returns the results dict also written to OUT/results.json."""
+             log: Any = print, grpo_from: str | Path | None = None) -> dict[str, Any]:
+    """Run every stage; returns the results dict also written to OUT/results.json.
+
+    grpo_from: a finished demo's folder. Only the GRPO stage runs, from that demo's SFT model, and is
+    compared with that SFT model on the same held-out puzzles (to try GRPO settings without
+    repeating SFT); the results hold the stages `sft` and `grpo`."""
     import torch
 
     from aha.eval.runner import evaluate
     from aha.models import init_model, load_model, load_tokenizer
     from aha.rollout.base import SamplingParams
     from aha.tasks import get_task
-    from aha.train.config import TrainConfig
     from aha.train.grpo import train
     from aha.train.sft import SftConfig, sft
 
     s = settings or DemoSettings()
     if quick:
         s = DemoSettings(**{**s.__dict__, **QUICK})
+    source = Path(grpo_from) if grpo_from else None
+    if source is not None:
+        _check_grpo_source(source, s)
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise AhaError(f"{out} is not empty; choose another --out or delete it")
@@ -172,6 +183,9 @@ def run_demo(out_dir: str | Path, quick: bool = False, settings: DemoSettings | 
         log(f"      {stage}: accuracy {r['accuracy']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] "
             + " ".join(f"{b} {v['accuracy']:.3f}" for b, v in r["buckets"].items()))
 
+    if source is not None:
+        return _grpo_only(out, source, s, task_options, run_eval, results, seconds, log)
+
     log("[3/8] evaluating the untrained model")
     run_eval("untrained", untrained)
     results["untrained"]["seconds"] = 0.0
@@ -193,19 +207,7 @@ def run_demo(out_dir: str | Path, quick: bool = False, settings: DemoSettings | 
 
     # ---------------------------------------------------------------- 4. GRPO
     log(f"[5/8] GRPO from the SFT model with the Logic-RL reward ({s.grpo_steps} steps)")
-    rl_options = {**task_options, "people": s.rl_people, "trace_style": "none"}
-    grpo_cfg = load_config(TrainConfig, None, [
-        f"model.path={sft_model}", "model.device=cpu", "task.name=knights-knaves",
-        f"task.options={json.dumps(rl_options)}", "rewards=[{name: logic_rl, weight: 1.0}]",
-        f"rollout.temperature={s.grpo_temperature}", f"rollout.max_new_tokens={s.max_new_tokens}",
-        "algo.advantage=grpo", "algo.loss_agg=token_mean", "algo.clip_high=0.28",
-        f"algo.num_iterations={s.grpo_iterations}", f"batch.prompts_per_step={s.grpo_prompts}",
-        f"batch.samples_per_prompt={s.grpo_samples}",
-        f"batch.micro_batch_size={min(s.grpo_micro_batch, s.grpo_prompts * s.grpo_samples)}",
-        f"algo.kl_coef={s.grpo_kl_coef}",
-        f"optim.lr={s.grpo_lr}", f"steps={s.grpo_steps}", f"max_seconds={s.grpo_max_seconds}",
-        f"run.out_dir={out / 'grpo'}",
-        f"run.seed={s.seed}", "run.progress=false"])
+    grpo_cfg = _grpo_config(s, task_options, sft_model, out / "grpo")
     t = time.time()
     train(grpo_cfg)
     seconds["grpo"] = time.time() - t
@@ -242,6 +244,66 @@ def run_demo(out_dir: str | Path, quick: bool = False, settings: DemoSettings | 
     (out / "results.json").write_text(json.dumps(summary, indent=2))
     (out / "REPORT.md").write_text(_report_markdown(out, summary, report))
     log(f"done: {out / 'REPORT.md'}")
+    return summary
+
+
+def _grpo_config(s: DemoSettings, task_options: dict[str, Any], sft_model: Path, run_dir: Path) -> Any:
+    """The GRPO stage's TrainConfig: from the SFT model, Logic-RL reward, the demo's settings."""
+    from aha.train.config import TrainConfig
+
+    rl_options = {**task_options, "people": s.rl_people, "trace_style": "none"}
+    return load_config(TrainConfig, None, [
+        f"model.path={sft_model}", "model.device=cpu", "task.name=knights-knaves",
+        f"task.options={json.dumps(rl_options)}", "rewards=[{name: logic_rl, weight: 1.0}]",
+        f"rollout.temperature={s.grpo_temperature}", f"rollout.max_new_tokens={s.max_new_tokens}",
+        "algo.advantage=grpo", "algo.loss_agg=token_mean", "algo.clip_high=0.28",
+        f"algo.num_iterations={s.grpo_iterations}", f"batch.prompts_per_step={s.grpo_prompts}",
+        f"batch.samples_per_prompt={s.grpo_samples}",
+        f"batch.micro_batch_size={min(s.grpo_micro_batch, s.grpo_prompts * s.grpo_samples)}",
+        f"algo.kl_coef={s.grpo_kl_coef}",
+        f"optim.lr={s.grpo_lr}", f"steps={s.grpo_steps}", f"max_seconds={s.grpo_max_seconds}",
+        f"run.out_dir={run_dir}",
+        f"run.seed={s.seed}", "run.progress=false"])
+
+
+def _check_grpo_source(source: Path, s: DemoSettings) -> None:
+    """A GRPO-only run needs the demo's SFT model and evaluation, and the same puzzles."""
+    for need in ("settings.json", "sft/model", "eval/sft/samples.jsonl", "eval/sft/results.json"):
+        if not (source / need).exists():
+            raise AhaError(f"{source} has no {need}: --grpo-from takes the folder of a finished aha demo")
+    saved = json.loads((source / "settings.json").read_text())
+    differ = [k for k in DATA_KEYS if k in saved and saved[k] != getattr(s, k)]
+    if differ:
+        raise AhaError(f"{source} was made with other puzzle settings ({', '.join(differ)}); "
+                       "use the same --set values for them as that demo")
+
+
+def _grpo_only(out: Path, source: Path, s: DemoSettings, task_options: dict[str, Any], run_eval: Any,
+               results: dict[str, Any], seconds: dict[str, float], log: Any) -> dict[str, Any]:
+    """GRPO from `source`'s SFT model, evaluated and compared with it (see run_demo's grpo_from)."""
+    from aha.eval.compare import compare, compare_markdown, load_eval
+    from aha.train.grpo import train
+
+    r = json.loads((source / "eval" / "sft" / "results.json").read_text())
+    results["sft"] = {"accuracy": r["accuracy"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
+                      "buckets": {b: v["accuracy"] for b, v in r["buckets"].items()}, "source": str(source)}
+    log(f"[2/3] GRPO from {source / 'sft' / 'model'} ({s.grpo_steps} steps)")
+    t = time.time()
+    train(_grpo_config(s, task_options, source / "sft" / "model", out / "grpo"))
+    seconds["grpo"] = time.time() - t
+    run_eval("grpo", out / "grpo" / "model")
+    results["grpo"]["seconds"] = seconds["grpo"]
+    log("[3/3] comparing with the SFT model on the same held-out puzzles")
+    report = compare([load_eval(source / "eval" / "sft"), load_eval(out / "eval" / "grpo")])
+    (out / "compare.md").write_text(compare_markdown(report))
+    (out / "compare.json").write_text(json.dumps(report, indent=2))
+    diff = report["vs_baseline"][report["labels"][1]]["all"]
+    verdict = {"grpo_minus_sft": diff["difference"], "grpo_minus_sft_ci": [diff["ci_low"], diff["ci_high"]],
+               "grpo_above_sft": diff["ci_low"] > 0}
+    summary = {"stages": results, "seconds": seconds, "settings": s.__dict__, "verdict": verdict,
+               "grpo_from": str(source)}
+    (out / "results.json").write_text(json.dumps(summary, indent=2))
+    log(f"GRPO minus SFT: {diff['difference']:+.3f} [{diff['ci_low']:+.3f}, {diff['ci_high']:+.3f}]")
     return summary
 
 

@@ -45,7 +45,7 @@ def test_quick_demo_runs_every_stage(tmp_path, capsys):
     assert only["verdict"]["grpo_minus_sft"] == pytest.approx(
         only["stages"]["grpo"]["accuracy"] - only["stages"]["sft"]["accuracy"])
     assert yaml.safe_load((again / "grpo" / "config.yaml").read_text())["algo"]["kl_coef"] == 0
-    assert (again / "compare.md").is_file() and not (again / "sft").exists()
+    assert (again / "compare.md").is_file() and not (again / "sft").exists() and not (again / "models").exists()
     # other puzzle settings than the source demo's: refused before anything runs, naming the keys
     capsys.readouterr()
     assert main(["demo", "--grpo-from", str(out), "--out", str(tmp_path / "mismatch")]) != 0

@@ -158,11 +158,13 @@ def run_demo(out_dir: str | Path, quick: bool = False, settings: DemoSettings | 
     seconds["data"] = time.time() - t
 
     # ---------------------------------------------------------------- 2. tokenizer + model
-    t = time.time()
-    log(f"[2/8] training a tokenizer and building a '{s.model_size}' Qwen2 model")
     untrained = out / "models" / "untrained"
-    init_model(untrained, size=s.model_size, corpus=task.corpus(4000, s.seed), vocab_size=s.vocab_size, seed=s.seed)
-    seconds["init_model"] = time.time() - t
+    if source is None:  # a GRPO-only run starts from the source demo's SFT model
+        t = time.time()
+        log(f"[2/8] training a tokenizer and building a '{s.model_size}' Qwen2 model")
+        init_model(untrained, size=s.model_size, corpus=task.corpus(4000, s.seed), vocab_size=s.vocab_size,
+                   seed=s.seed)
+        seconds["init_model"] = time.time() - t
 
     params = SamplingParams(temperature=0.0, n=1, max_new_tokens=s.eval_max_new_tokens, stop=["</answer>"],
                             seed=s.seed)

@@ -63,7 +63,7 @@ class DemoSettings:
     grpo_lr: float = 2e-4  # with 8 x 8 batches: 1e-4 and 1.5e-4 gained ~0, 3e-4 collapsed
     grpo_prompts: int = 32
     grpo_samples: int = 8
-    grpo_micro_batch: int = 32  # rollouts per forward/backward (32 was the fastest measured)
+    grpo_micro_batch: int = 32  # rollouts per forward/backward (32 was faster than 64 and 128, measured)
     grpo_temperature: float = 1.0
     grpo_iterations: int = 1
     grpo_kl_coef: float = 0.1  # k3 estimate in the loss, reference = the SFT model
@@ -177,11 +177,7 @@ def run_demo(out_dir: str | Path, quick: bool = False, settings: DemoSettings | 
         r = evaluate(model, tokenizer, task, test_examples, params, out / "eval" / stage, batch_prompts=64,
                      label=stage, show_progress=True)
         seconds[f"eval_{stage}"] = time.time() - t0
-        results[stage] = {"accuracy": r["accuracy"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
-                          "buckets": {b: v["accuracy"] for b, v in r["buckets"].items()},
-                          "format_rate": r["overall"].get("format_rate"),
-                          "response_length": r["overall"].get("length_mean"),
-                          "reflection_rate": r["overall"].get("reflection_rate")}
+        results[stage] = _stage_entry(r)
         log(f"      {stage}: accuracy {r['accuracy']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] "
             + " ".join(f"{b} {v['accuracy']:.3f}" for b, v in r["buckets"].items()))
 
@@ -249,6 +245,14 @@ def run_demo(out_dir: str | Path, quick: bool = False, settings: DemoSettings | 
     return summary
 
 
+def _stage_entry(r: dict[str, Any]) -> dict[str, Any]:
+    """A stage's line in results.json, from its evaluation's results dict."""
+    return {"accuracy": r["accuracy"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
+            "buckets": {b: v["accuracy"] for b, v in r["buckets"].items()},
+            "format_rate": r["overall"].get("format_rate"), "response_length": r["overall"].get("length_mean"),
+            "reflection_rate": r["overall"].get("reflection_rate")}
+
+
 def _grpo_config(s: DemoSettings, task_options: dict[str, Any], sft_model: Path, run_dir: Path) -> Any:
     """The GRPO stage's TrainConfig: from the SFT model, Logic-RL reward, the demo's settings."""
     from aha.train.config import TrainConfig
@@ -286,9 +290,8 @@ def _grpo_only(out: Path, source: Path, s: DemoSettings, task_options: dict[str,
     from aha.eval.compare import compare, compare_markdown, load_eval
     from aha.train.grpo import train
 
-    r = json.loads((source / "eval" / "sft" / "results.json").read_text())
-    results["sft"] = {"accuracy": r["accuracy"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
-                      "buckets": {b: v["accuracy"] for b, v in r["buckets"].items()}, "source": str(source)}
+    results["sft"] = {**_stage_entry(json.loads((source / "eval" / "sft" / "results.json").read_text())),
+                      "source": str(source)}
     log(f"[2/3] GRPO from {source / 'sft' / 'model'} ({s.grpo_steps} steps)")
     t = time.time()
     train(_grpo_config(s, task_options, source / "sft" / "model", out / "grpo"))

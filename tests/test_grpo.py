@@ -106,6 +106,36 @@ def test_old_logprobs_from_the_first_pass_equal_a_separate_forward(tmp_path, tin
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
 
 
+def test_shared_prompt_logprobs_equal_running_each_row_whole(tiny_model_dir):
+    # 3 prompts of different lengths, 4 completions each (lengths 1..9) in mixed order: running each
+    # distinct prompt once and reusing its cache must give the same log-probs, entropies and gradients
+    from aha.models import load_tokenizer
+    from aha.train.grpo import completion_logprobs
+
+    torch.set_num_threads(1)
+    model = load_model(tiny_model_dir, trainable=True).train()
+    pad = load_tokenizer(tiny_model_dir).pad_token_id
+    g = torch.Generator().manual_seed(0)
+    distinct = [torch.randint(5, 300, (n,), generator=g).tolist() for n in (5, 12, 8)]
+    prompts = [distinct[i % 3] for i in range(12)]
+    completions = [torch.randint(5, 300, (1 + (i * 5) % 9,), generator=g).tolist() for i in range(12)]
+
+    def run(share):
+        model.zero_grad(set_to_none=True)
+        lp, ent, mask = completion_logprobs(model, prompts, completions, pad, 0.9, with_entropy=True,
+                                            share_prompts=share)
+        (lp * torch.linspace(0.5, 1.5, lp.shape[1])).sum().backward()  # weights make every position count
+        return lp.detach(), ent, mask, [p.grad.clone() for p in model.parameters()]
+
+    shared, whole = run(True), run(False)
+    assert torch.equal(shared[2], whole[2])
+    assert shared[2].sum(1).tolist() == [len(c) for c in completions]
+    assert torch.allclose(shared[0], whole[0], atol=1e-5)
+    assert torch.allclose(shared[1], whole[1], atol=1e-5)
+    assert (shared[0][~shared[2]] == 0).all()  # padding positions carry nothing
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(shared[3], whole[3]))
+
+
 @pytest.mark.parametrize("agg", ["token_mean", "seq_mean_token_mean"])
 def test_micro_batch_split_does_not_change_training(tmp_path, tiny_model_dir, agg):
     # the loss divisors are the mini-batch's, so 8 rollouts in micro-batches of 2 (sorted by length)

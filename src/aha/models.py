@@ -297,5 +297,26 @@ def init_model(out_dir: str | Path, size: str = "tiny", corpus: Iterable[str] | 
     return model, tokenizer
 
 
+def cache_keyword(model: Any) -> str:
+    """The forward() keyword that takes a key/value cache: `cache` in newer transformers (which
+    deprecates `past_key_values`), `past_key_values` in older ones. Looks through a peft wrapper."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def output_cache(out: Any) -> Any:
+    """The key/value cache of a forward's output, under either transformers' name for it."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
+def activation_checkpointing(model: Any) -> bool:
+    """Whether the model recomputes activations in backward (then transformers refuses a cache)."""
+    flag = getattr(model, "is_activation_checkpointing", None)
+    return bool(flag if flag is not None else getattr(model, "is_gradient_checkpointing", False))
+
+
 def count_parameters(model: Any, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

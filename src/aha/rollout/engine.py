@@ -42,6 +42,7 @@ import torch
 from transformers.cache_utils import Cache, CacheLayerMixin, DynamicCache
 
 from aha.errors import AhaError
+from aha.models import cache_keyword
 from aha.rollout.base import Completion, SamplingParams
 
 # End-of-turn tokens of common chat templates (ChatML, Llama 3, Gemma, Phi-3). A chat model stops
@@ -851,6 +852,7 @@ class EngineGenerator:
         self.num_layers = self.config.num_hidden_layers
         params = inspect.signature(hf.forward).parameters
         self._keep_last = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        self._cache_keyword = cache_keyword(model)
         self._stop_cache: dict[tuple[str, ...], StopChecker] = {}
         self._native = _NativeDecoder(model) if mode == "native" else None
         if mode == "cascade":
@@ -903,8 +905,8 @@ class EngineGenerator:
 
     def _forward(self, ids: torch.Tensor, mask: Any, pos: torch.Tensor, cache: Cache, **extra: Any) -> torch.Tensor:
         """Next-token logits (B, V) float32 of the last position."""
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                         use_cache=True, **self._keep_last, **extra)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                         **{self._cache_keyword: cache}, **self._keep_last, **extra)
         return out.logits[:, -1, :].float()
 
     def _mask(self, valid: torch.Tensor, q_len: int) -> Any:

@@ -106,17 +106,23 @@ def token_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Te
     """
     width = input_ids.shape[1] - start  # positions start .. L-1; the last one predicts nothing we need
     out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=width)
-    logits = out.logits[:, :-1, :].float()  # (B, T, V) with T = L-1-start
+    targets = input_ids[:, start + 1:]  # (B, T)
+    return logprobs_from_logits(out.logits[:, :-1, :], targets, temperature, with_entropy, entropy_grad)
+
+
+def logprobs_from_logits(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
+                         with_entropy: bool = False, entropy_grad: bool = False
+                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs (B, T) of targets (B, T) under next-token logits (B, T, V) at `temperature`, and the
+    entropy (B, T) of the same distributions when asked (with gradients only with `entropy_grad`)."""
+    logits = logits.float()
     if temperature and temperature != 1.0:
         logits = logits / temperature
     logp = F.log_softmax(logits, dim=-1)  # (B, T, V)
-    targets = input_ids[:, start + 1:]  # (B, T)
     chosen = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, T)
-    entropy = None
-    if with_entropy:
-        if entropy_grad:
-            entropy = -(logp.exp() * logp).sum(-1)  # (B, T)
-        else:
-            with torch.no_grad():
-                entropy = -(logp.exp() * logp).sum(-1)  # (B, T)
-    return chosen, entropy
+    if not with_entropy:
+        return chosen, None
+    if entropy_grad:
+        return chosen, -(logp.exp() * logp).sum(-1)
+    with torch.no_grad():
+        return chosen, -(logp.exp() * logp).sum(-1)

@@ -35,12 +35,20 @@ import yaml
 
 from aha.config import to_dict
 from aha.errors import AhaError
+from aha.models import activation_checkpointing, cache_keyword, output_cache
 from aha.rewards.base import RewardBatch
 from aha.rollout.base import Completion, SamplingParams
 from aha.runs import RunDir, append_jsonl, progress, read_jsonl
 from aha.tasks.base import Example, Verdict
 from aha.train.checkpoint import latest_checkpoint, load_training_state, save_checkpoint
-from aha.train.common import load_policy, make_optimizer, pad_right, render_prompt, token_logprobs
+from aha.train.common import (
+    load_policy,
+    logprobs_from_logits,
+    make_optimizer,
+    pad_right,
+    render_prompt,
+    token_logprobs,
+)
 from aha.train.config import TrainConfig
 
 # config keys that may differ between a run and its resumption
@@ -82,14 +90,27 @@ def safe_verify(task: Any, text: str, example: Example) -> Verdict:
 
 
 def completion_logprobs(model: Any, prompts: list[list[int]], completions: list[list[int]], pad_id: int,
-                        temperature: float, with_entropy: bool = False, entropy_grad: bool = False
-                        ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+                        temperature: float, with_entropy: bool = False, entropy_grad: bool = False,
+                        share_prompts: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Per-token log-probs of each completion given its prompt.
 
     prompts, completions: B lists of token ids (completion lengths c_i >= 1).
     Returns logprobs (B, C) with C = max c_i, entropy (B, C) or None, and mask (B, C) (True on real tokens).
+
+    When rows share prompts (a GRPO group's samples) and `share_prompts` is on, each distinct prompt
+    is run once and its key/value cache is reused by every row that has it, gradients included; the
+    numbers are the same as running each row whole, up to float rounding.
     """
     device = next(model.parameters()).device
+    distinct: dict[tuple[int, ...], int] = {}
+    row_prompt = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
+    if share_prompts and len(distinct) < len(prompts) and not activation_checkpointing(model):
+        logits, targets = _shared_prompt_logits(model, list(distinct), row_prompt, completions, pad_id, device)
+        width = targets.shape[1]
+        lengths = torch.tensor([len(c) for c in completions], device=device)
+        mask = torch.arange(width, device=device)[None, :] < lengths[:, None]  # (B, C)
+        out, ent = logprobs_from_logits(logits, targets, temperature, with_entropy, entropy_grad)
+        return out * mask, (ent * mask if ent is not None else None), mask
     seqs = [p + c for p, c in zip(prompts, completions)]
     ids, attn = pad_right(seqs, pad_id, device)  # (B, L)
     start = min(len(p) for p in prompts) - 1
@@ -103,6 +124,32 @@ def completion_logprobs(model: Any, prompts: list[list[int]], completions: list[
     out = lp.gather(1, index) * mask  # (B, C)
     out_ent = ent.gather(1, index) * mask if ent is not None else None
     return out, out_ent, mask
+
+
+def _shared_prompt_logits(model: Any, distinct: list[tuple[int, ...]], row_prompt: list[int],
+                          completions: list[list[int]], pad_id: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next-token logits (B, C, V) for every completion token, and the targets (B, C).
+
+    distinct: the U distinct prompts; row_prompt: B indices into them. The U prompts go through
+    the model once (right-padded: causal attention keeps real tokens off the pads), their cache is
+    expanded to the B rows, then the completions run on top of it with the prompt pads masked."""
+    from transformers import DynamicCache
+
+    p_ids, p_attn = pad_right([list(p) for p in distinct], pad_id, device)  # (U, Lp)
+    prompt_out = model(input_ids=p_ids, use_cache=True)
+    keyword = cache_keyword(model)
+    rows = torch.tensor(row_prompt, device=device)  # (B,)
+    cache = DynamicCache()
+    for layer, kv in enumerate(output_cache(prompt_out).layers):
+        cache.update(kv.keys.index_select(0, rows), kv.values.index_select(0, rows), layer)  # (B, kvh, Lp, d)
+    c_ids, c_attn = pad_right(completions, pad_id, device)  # (B, C)
+    p_len = p_attn.sum(1)  # (U,)
+    positions = p_len.index_select(0, rows)[:, None] + torch.arange(c_ids.shape[1], device=device)[None, :]  # (B, C)
+    attn = torch.cat([p_attn.index_select(0, rows), c_attn], dim=1)  # (B, Lp + C)
+    out = model(input_ids=c_ids, attention_mask=attn, position_ids=positions, use_cache=True, **{keyword: cache})
+    first = prompt_out.logits[torch.arange(len(distinct), device=device), p_len - 1]  # (U, V): predicts token 0
+    logits = torch.cat([first.index_select(0, rows)[:, None, :], out.logits[:, :-1, :]], dim=1)  # (B, C, V)
+    return logits, c_ids
 
 
 def pad_rows(rows: list[torch.Tensor], width: int) -> torch.Tensor:
@@ -458,8 +505,10 @@ def _completion_ids(r: Rollout) -> list[int]:
 
 
 def _by_length(rollouts: list[Rollout]) -> list[Rollout]:
-    """The rollouts ordered by prompt + completion length (stable), so micro-batches pad little."""
-    return sorted(rollouts, key=lambda r: len(r.prompt_ids) + len(_completion_ids(r)))
+    """The rollouts ordered by completion length, then prompt length (stable), so micro-batches pad
+    little: the completions pad to their micro-batch's longest, and prompts that repeat in a
+    micro-batch (a group's samples) run once each (see `completion_logprobs`)."""
+    return sorted(rollouts, key=lambda r: (len(_completion_ids(r)), len(r.prompt_ids)))
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:

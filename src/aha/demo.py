@@ -58,7 +58,8 @@ class DemoSettings:
     # 2 updates per batch, T 0.8: -4.2 pts; 32 x 8, 1 update, T 1.0: -0.7; T 0.5: +0.2), flipping a
     # third of the puzzles both ways. KL 0.1 to the SFT model halves the losses. At equal samples,
     # 16 prompts per step for twice the steps beat 32 (140 x 16: +4.3 [+0.8, +8.0]; 70 x 32: +1.3 to
-    # +3.2); 200 x 16: +5.3 [+1.0, +9.5]. 130 steps is what fits the 20-minute demo.
+    # +3.2); 200 x 16: +5.3 [+1.0, +9.5]. 130 steps is what fits the 20-minute demo: +3.5 [+0.2, +7.0]
+    # in the README's run; at 130 steps KL 0.05 / 0.2, lr 3e-4 and T 1.2 gave -1.2 to +1.8.
     grpo_steps: int = 130
     grpo_max_seconds: float = 600.0
     grpo_lr: float = 2e-4  # 5e-4 (32 x 8, KL 0.1, 70 steps): -2.7 pts, KL 3x higher

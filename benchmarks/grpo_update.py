@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         model.zero_grad(set_to_none=True)
         return time.perf_counter() - t
 
-    update(by_length, 32, False)  # warm-up
+    update(by_length, 32, False)  # warm-up, both paths
+    update(by_completion, 32, True)
     mean_c = statistics.mean(len(c) for c in completions)
     print(f"threads {args.threads}, 256 rollouts, mean completion {mean_c:.0f} tokens")
     for micro in (int(m) for m in args.micro.split(",")):

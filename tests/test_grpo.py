@@ -106,15 +106,14 @@ def test_old_logprobs_from_the_first_pass_equal_a_separate_forward(tmp_path, tin
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
 
 
-def test_shared_prompt_logprobs_equal_running_each_row_whole(tiny_model_dir):
-    # 3 prompts of different lengths, 4 completions each (lengths 1..9) in mixed order: running each
-    # distinct prompt once and reusing its cache must give the same log-probs, entropies and gradients
-    from aha.models import load_tokenizer
-    from aha.train.grpo import completion_logprobs
+def _shared_vs_whole(model, pad, monkeypatch):
+    """Run completion_logprobs with and without prompt sharing on 3 prompts of different lengths x 4
+    completions (lengths 1..9, mixed order); returns both results and how often the shared path ran."""
+    import aha.train.grpo as grpo
 
-    torch.set_num_threads(1)
-    model = load_model(tiny_model_dir, trainable=True).train()
-    pad = load_tokenizer(tiny_model_dir).pad_token_id
+    calls = []
+    real = grpo._shared_prompt_logits
+    monkeypatch.setattr(grpo, "_shared_prompt_logits", lambda *a, **k: calls.append(1) or real(*a, **k))
     g = torch.Generator().manual_seed(0)
     distinct = [torch.randint(5, 300, (n,), generator=g).tolist() for n in (5, 12, 8)]
     prompts = [distinct[i % 3] for i in range(12)]
@@ -122,18 +121,68 @@ def test_shared_prompt_logprobs_equal_running_each_row_whole(tiny_model_dir):
 
     def run(share):
         model.zero_grad(set_to_none=True)
-        lp, ent, mask = completion_logprobs(model, prompts, completions, pad, 0.9, with_entropy=True,
-                                            share_prompts=share)
+        torch.manual_seed(0)
+        lp, ent, mask = grpo.completion_logprobs(model, prompts, completions, pad, 0.9, with_entropy=True,
+                                                 share_prompts=share)
         (lp * torch.linspace(0.5, 1.5, lp.shape[1])).sum().backward()  # weights make every position count
-        return lp.detach(), ent, mask, [p.grad.clone() for p in model.parameters()]
+        return lp.detach(), ent, mask, [p.grad.clone() for p in model.parameters() if p.grad is not None]
 
-    shared, whole = run(True), run(False)
-    assert torch.equal(shared[2], whole[2])
+    shared = run(True)
+    shared_calls = len(calls)
+    whole = run(False)
     assert shared[2].sum(1).tolist() == [len(c) for c in completions]
+    return shared, whole, shared_calls
+
+
+@pytest.mark.parametrize("full_prompt_logits", [
+    True,  # small U x Lp x V: every prompt position is projected
+    False,  # over the size limit: only each prompt's last position (logits_to_keep)
+])
+def test_shared_prompt_logprobs_equal_running_each_row_whole(tiny_model_dir, monkeypatch, full_prompt_logits):
+    # running each distinct prompt once and reusing its cache must give the same log-probs,
+    # entropies and gradients as running every row whole
+    import aha.train.grpo as grpo
+    from aha.models import load_tokenizer
+
+    if not full_prompt_logits:
+        monkeypatch.setattr(grpo, "_FULL_PROMPT_LOGITS", 0)
+    torch.set_num_threads(1)
+    model = load_model(tiny_model_dir, trainable=True).train()
+    shared, whole, calls = _shared_vs_whole(model, load_tokenizer(tiny_model_dir).pad_token_id, monkeypatch)
+    assert calls == 1  # the shared path did run
+    assert torch.equal(shared[2], whole[2])
     assert torch.allclose(shared[0], whole[0], atol=1e-5)
     assert torch.allclose(shared[1], whole[1], atol=1e-5)
     assert (shared[0][~shared[2]] == 0).all()  # padding positions carry nothing
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(shared[3], whole[3]))
+
+
+@pytest.mark.parametrize("kind", [
+    "mistral_window",  # a sliding window of 6 tokens: a shared cache would shift short prompts' windows
+    "attention_dropout",  # one dropout draw would be shared by a group's rows
+    "lora_dropout",  # LoRA's dropout modules, same reason
+])
+def test_prompt_sharing_falls_back_to_whole_rows_where_it_would_not_be_exact(kind, monkeypatch):
+    import transformers
+
+    from aha.config import LoraConfig
+    from aha.train.common import attach_lora
+
+    torch.set_num_threads(1)
+    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                 num_key_value_heads=1, vocab_size=320)
+    if kind == "mistral_window":
+        config = transformers.MistralConfig(sliding_window=6, **small)
+    else:
+        config = transformers.Qwen2Config(attention_dropout=0.3 if kind == "attention_dropout" else 0.0, **small)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    if kind == "lora_dropout":
+        model = attach_lora(model, LoraConfig(enabled=True, r=4, alpha=8, dropout=0.2))
+    model.train()
+    shared, whole, calls = _shared_vs_whole(model, 0, monkeypatch)
+    assert calls == 0
+    assert torch.allclose(shared[0], whole[0], atol=1e-6)  # same path and seed: same numbers
 
 
 @pytest.mark.parametrize("agg", ["token_mean", "seq_mean_token_mean"])

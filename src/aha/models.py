@@ -9,6 +9,8 @@ plain transformers loads it back unchanged.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -300,10 +302,13 @@ def init_model(out_dir: str | Path, size: str = "tiny", corpus: Iterable[str] | 
 def cache_keyword(model: Any) -> str:
     """The forward() keyword that takes a key/value cache: `cache` in newer transformers (which
     deprecates `past_key_values`), `past_key_values` in older ones. Looks through a peft wrapper."""
-    import inspect
-
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    return _cache_keyword_of(type(base))
+
+
+@functools.cache
+def _cache_keyword_of(model_class: type) -> str:
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
 
 
 def output_cache(out: Any) -> Any:
@@ -313,9 +318,40 @@ def output_cache(out: Any) -> Any:
 
 
 def activation_checkpointing(model: Any) -> bool:
-    """Whether the model recomputes activations in backward (then transformers refuses a cache)."""
-    flag = getattr(model, "is_activation_checkpointing", None)
-    return bool(flag if flag is not None else getattr(model, "is_gradient_checkpointing", False))
+    """Whether the model recomputes activations in backward (transformers then drops the cache of a
+    forward that runs in training mode with gradients on)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    flag = getattr(base, "is_activation_checkpointing", None)
+    return bool(flag if flag is not None else getattr(base, "is_gradient_checkpointing", False))
+
+
+def plain_kv_cache(model: Any) -> bool:
+    """True when every layer of the model keeps a plain, unbounded key/value cache (transformers'
+    DynamicLayer): no sliding window, chunked attention, linear attention or convolution state.
+    Only then does a cache hold exactly what a longer sequence would attend to."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    config = model.get_base_model().config if hasattr(model, "get_base_model") else model.config
+    try:
+        layers = DynamicCache(config=config).layers
+    except Exception:  # noqa: BLE001 - a config transformers cannot build a cache for: not plain
+        return False
+    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+
+
+def active_dropout(model: Any) -> bool:
+    """True when a forward in the model's current mode drops activations (training mode with a
+    dropout module, LoRA's included, or attention dropout above 0), so two forwards of one input differ."""
+    import torch
+
+    if not model.training:
+        return False
+    config = model.get_base_model().config if hasattr(model, "get_base_model") else model.config
+    if float(getattr(config, "attention_dropout", 0.0) or 0.0) > 0:
+        return True
+    kinds = (torch.nn.Dropout, torch.nn.Dropout1d, torch.nn.Dropout2d, torch.nn.AlphaDropout)
+    return any(isinstance(m, kinds) and m.p > 0 for m in model.modules())
 
 
 def count_parameters(model: Any, trainable_only: bool = False) -> int:

@@ -54,7 +54,9 @@ def load_policy(model_cfg: ModelConfig, lora: LoraConfig) -> tuple[Any, Any]:
     if is_adapter_folder(model_cfg.path):
         model = merge_lora(model)
     if model_cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        # transformers 5 renamed it (the old name warns); older versions only have the old one
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        enable()
         model.config.use_cache = False
     if lora.enabled:
         model = attach_lora(model, lora)

@@ -35,7 +35,7 @@ import yaml
 
 from aha.config import to_dict
 from aha.errors import AhaError
-from aha.models import activation_checkpointing, cache_keyword, output_cache
+from aha.models import activation_checkpointing, active_dropout, cache_keyword, output_cache, plain_kv_cache
 from aha.rewards.base import RewardBatch
 from aha.rollout.base import Completion, SamplingParams
 from aha.runs import RunDir, append_jsonl, progress, read_jsonl
@@ -99,31 +99,38 @@ def completion_logprobs(model: Any, prompts: list[list[int]], completions: list[
 
     When rows share prompts (a GRPO group's samples) and `share_prompts` is on, each distinct prompt
     is run once and its key/value cache is reused by every row that has it, gradients included; the
-    numbers are the same as running each row whole, up to float rounding.
+    numbers are those of running each row whole, up to float rounding. Rows are run whole instead
+    when that would not hold or not work: a model whose cache is not plain full attention (sliding
+    windows, linear attention), active dropout (one draw would be shared by a group), or activation
+    checkpointing in a forward with gradients (transformers then drops the cache).
     """
     device = next(model.parameters()).device
+    width = max(len(c) for c in completions)
+    lengths = torch.tensor([len(c) for c in completions], device=device)
+    mask = torch.arange(width, device=device)[None, :] < lengths[:, None]  # (B, C)
     distinct: dict[tuple[int, ...], int] = {}
     row_prompt = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
-    if share_prompts and len(distinct) < len(prompts) and not activation_checkpointing(model):
+    if share_prompts and len(distinct) < len(prompts) and _can_share_prompts(model):
         logits, targets = _shared_prompt_logits(model, list(distinct), row_prompt, completions, pad_id, device)
-        width = targets.shape[1]
-        lengths = torch.tensor([len(c) for c in completions], device=device)
-        mask = torch.arange(width, device=device)[None, :] < lengths[:, None]  # (B, C)
-        out, ent = logprobs_from_logits(logits, targets, temperature, with_entropy, entropy_grad)
+        out, ent = logprobs_from_logits(logits, targets, temperature, with_entropy, entropy_grad)  # (B, C) each
         return out * mask, (ent * mask if ent is not None else None), mask
     seqs = [p + c for p, c in zip(prompts, completions)]
     ids, attn = pad_right(seqs, pad_id, device)  # (B, L)
     start = min(len(p) for p in prompts) - 1
     lp, ent = token_logprobs(model, ids, attn, start, temperature, with_entropy, entropy_grad)  # (B, L-1-start)
-    width = max(len(c) for c in completions)
     offsets = torch.tensor([len(p) - 1 - start for p in prompts], device=device)  # (B,)
     index = offsets[:, None] + torch.arange(width, device=device)[None, :]  # (B, C)
-    lengths = torch.tensor([len(c) for c in completions], device=device)
-    mask = torch.arange(width, device=device)[None, :] < lengths[:, None]  # (B, C)
     index = index.clamp(max=lp.shape[1] - 1)
     out = lp.gather(1, index) * mask  # (B, C)
     out_ent = ent.gather(1, index) * mask if ent is not None else None
     return out, out_ent, mask
+
+
+def _can_share_prompts(model: Any) -> bool:
+    """Whether a prompt's cache may serve several rows exactly (see `completion_logprobs`)."""
+    if activation_checkpointing(model) and model.training and torch.is_grad_enabled():
+        return False
+    return plain_kv_cache(model) and not active_dropout(model)
 
 
 def _shared_prompt_logits(model: Any, distinct: list[tuple[int, ...]], row_prompt: list[int],
@@ -136,20 +143,36 @@ def _shared_prompt_logits(model: Any, distinct: list[tuple[int, ...]], row_promp
     from transformers import DynamicCache
 
     p_ids, p_attn = pad_right([list(p) for p in distinct], pad_id, device)  # (U, Lp)
-    prompt_out = model(input_ids=p_ids, use_cache=True)
-    keyword = cache_keyword(model)
+    p_len = p_attn.sum(1)  # (U,)
+    U, Lp = p_ids.shape
+    if U * Lp * _vocab_size(model) <= _FULL_PROMPT_LOGITS:
+        prompt_out = model(input_ids=p_ids, use_cache=True)  # (U, Lp, V) logits: small, one plain matmul
+        first = prompt_out.logits[torch.arange(U, device=device), p_len - 1]  # (U, V): predicts token 0
+    else:
+        # only each prompt's last position predicts a completion token; projecting every prompt
+        # position would cost U x Lp x V floats and as much again for their gradient
+        last, slot = torch.unique(p_len - 1, return_inverse=True)  # (K,), (U,)
+        prompt_out = model(input_ids=p_ids, use_cache=True, logits_to_keep=last)
+        first = prompt_out.logits[torch.arange(U, device=device), slot]  # (U, V)
     rows = torch.tensor(row_prompt, device=device)  # (B,)
     cache = DynamicCache()
     for layer, kv in enumerate(output_cache(prompt_out).layers):
         cache.update(kv.keys.index_select(0, rows), kv.values.index_select(0, rows), layer)  # (B, kvh, Lp, d)
     c_ids, c_attn = pad_right(completions, pad_id, device)  # (B, C)
-    p_len = p_attn.sum(1)  # (U,)
     positions = p_len.index_select(0, rows)[:, None] + torch.arange(c_ids.shape[1], device=device)[None, :]  # (B, C)
     attn = torch.cat([p_attn.index_select(0, rows), c_attn], dim=1)  # (B, Lp + C)
-    out = model(input_ids=c_ids, attention_mask=attn, position_ids=positions, use_cache=True, **{keyword: cache})
-    first = prompt_out.logits[torch.arange(len(distinct), device=device), p_len - 1]  # (U, V): predicts token 0
+    out = model(input_ids=c_ids, attention_mask=attn, position_ids=positions, use_cache=True,
+                **{cache_keyword(model): cache})
     logits = torch.cat([first.index_select(0, rows)[:, None, :], out.logits[:, :-1, :]], dim=1)  # (B, C, V)
     return logits, c_ids
+
+
+_FULL_PROMPT_LOGITS = 1 << 22  # prompt logits (U x Lp x V floats, 16 MiB in fp32) projected in full
+
+
+def _vocab_size(model: Any) -> int:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return int(base.config.vocab_size)
 
 
 def pad_rows(rows: list[torch.Tensor], width: int) -> torch.Tensor:
@@ -352,9 +375,9 @@ def train(cfg: TrainConfig) -> Path:
                 for iteration in range(cfg.algo.num_iterations):
                     order = torch.randperm(len(rollouts), generator=order_gen).tolist()
                     for mb_start in range(0, len(rollouts), mini_size):
-                        # micro-batches of similar lengths pad less (benchmarks/grpo_update.py: a
-                        # 256-rollout update 23-26% faster); the loss divisors are the whole
-                        # mini-batch's, so how it is split into micro-batches does not change the gradient
+                        # micro-batches of similar lengths pad less and share prompts
+                        # (benchmarks/grpo_update.py); the loss divisors are the whole mini-batch's,
+                        # so how it is split into micro-batches does not change the gradient
                         mini = _by_length([rollouts[i] for i in order[mb_start:mb_start + mini_size]])
                         counts = [0 if cfg.algo.mask_truncated and r.completion.finish_reason == "length"
                                   else len(_completion_ids(r)) for r in mini]
@@ -506,8 +529,8 @@ def _completion_ids(r: Rollout) -> list[int]:
 
 def _by_length(rollouts: list[Rollout]) -> list[Rollout]:
     """The rollouts ordered by completion length, then prompt length (stable), so micro-batches pad
-    little: the completions pad to their micro-batch's longest, and prompts that repeat in a
-    micro-batch (a group's samples) run once each (see `completion_logprobs`)."""
+    little: completions pad to their micro-batch's longest, and prompts that repeat in a micro-batch
+    (a group's samples) run once each (see `completion_logprobs`)."""
     return sorted(rollouts, key=lambda r: (len(_completion_ids(r)), len(r.prompt_ids)))
 
 

@@ -156,3 +156,37 @@ def test_device_and_dtype_defaults():
 def test_config_json_is_plain_qwen2(tiny_model_dir):
     cfg = json.loads((tiny_model_dir / "config.json").read_text())
     assert cfg["architectures"] == ["Qwen2ForCausalLM"] and cfg["tie_word_embeddings"] is True
+
+
+def _small(config_class, **extra):
+    import transformers
+
+    return getattr(transformers, config_class)(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                               num_attention_heads=2, num_key_value_heads=1, vocab_size=64, **extra)
+
+
+@pytest.mark.parametrize("config_class, extra, expected", [
+    ("LlamaConfig", {}, True),  # plain full attention
+    ("Qwen2Config", {}, True),
+    # Qwen2 windows only the layers from max_window_layers on: with 28, these 2 layers attend fully
+    ("Qwen2Config", {"use_sliding_window": True, "sliding_window": 8, "max_window_layers": 28}, True),
+    ("Qwen2Config", {"use_sliding_window": True, "sliding_window": 8, "max_window_layers": 0}, False),
+    ("MistralConfig", {"sliding_window": 8}, False),  # no layer_types: the window is read from sliding_window
+    ("MistralConfig", {"sliding_window": None}, True),
+])
+def test_full_attention_only_reads_windows_like_the_model(config_class, extra, expected):
+    from aha.models import full_attention_only
+
+    assert full_attention_only(_small(config_class, **extra)) is expected
+
+
+def test_active_dropout_needs_training_mode_and_a_positive_rate():
+    import transformers
+
+    from aha.models import active_dropout
+
+    plain = transformers.AutoModelForCausalLM.from_config(_small("Qwen2Config"))
+    assert not active_dropout(plain.train())  # Qwen2 has no dropout modules and attention_dropout 0
+    dropping = transformers.AutoModelForCausalLM.from_config(_small("Qwen2Config", attention_dropout=0.1))
+    assert active_dropout(dropping.train())
+    assert not active_dropout(dropping.eval())  # eval mode drops nothing

@@ -577,3 +577,15 @@ def test_native_fallbacks_equal_generate(tok, monkeypatch, variant):
     out = gen.generate(prompts, SamplingParams(temperature=0.0, max_new_tokens=12, n=2))
     assert not gen._native.packed
     assert [c.token_ids for c in out] == [expected[c.prompt_index] for c in out]
+
+
+def test_a_sliding_window_model_decodes_with_the_plain_transformers_cache():
+    # Mistral keeps its window in `sliding_window` (no layer_types): the engine's own caches assume
+    # full attention, so such a model must get the dynamic (transformers cache) mode
+    import transformers
+
+    config = transformers.MistralConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=2, num_key_value_heads=1, vocab_size=64,
+                                        sliding_window=8)
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    assert EngineGenerator(model, None, eos_token_ids=[1], pad_token_id=0).mode == "dynamic"

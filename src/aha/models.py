@@ -325,19 +325,26 @@ def activation_checkpointing(model: Any) -> bool:
     return bool(flag if flag is not None else getattr(base, "is_gradient_checkpointing", False))
 
 
-def plain_kv_cache(model: Any) -> bool:
-    """True when every layer of the model keeps a plain, unbounded key/value cache (transformers'
-    DynamicLayer): no sliding window, chunked attention, linear attention or convolution state.
-    Only then does a cache hold exactly what a longer sequence would attend to."""
+def full_attention_only(config: Any) -> bool:
+    """True when every layer of a model with this config keeps a plain, unbounded key/value cache
+    (transformers' DynamicLayer): every layer attends to the whole past, with no sliding window,
+    chunked or linear attention and no convolution state. Asks transformers' own cache, which
+    reads the config the way the model's masks do (Mistral's `sliding_window` included)."""
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
 
-    config = model.get_base_model().config if hasattr(model, "get_base_model") else model.config
     try:
         layers = DynamicCache(config=config).layers
     except Exception:  # noqa: BLE001 - a config transformers cannot build a cache for: not plain
         return False
     return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+
+
+def plain_kv_cache(model: Any) -> bool:
+    """`full_attention_only` for a model (through a peft wrapper): only then does a cache hold
+    exactly what a longer sequence would attend to."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return full_attention_only(base.config)
 
 
 def active_dropout(model: Any) -> bool:

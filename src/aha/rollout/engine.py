@@ -42,7 +42,7 @@ import torch
 from transformers.cache_utils import Cache, CacheLayerMixin, DynamicCache
 
 from aha.errors import AhaError
-from aha.models import cache_keyword
+from aha.models import cache_keyword, full_attention_only
 from aha.rollout.base import Completion, SamplingParams
 
 # End-of-turn tokens of common chat templates (ChatML, Llama 3, Gemma, Phi-3). A chat model stops
@@ -777,16 +777,6 @@ def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
 # ----------------------------------------------------------------------------- the engine
 
 
-def _full_attention_only(config: Any) -> bool:
-    """True when every layer attends to the whole past (no sliding window, chunked or linear layers)."""
-    types = getattr(config, "layer_types", None)
-    if types is not None:
-        return all(t == "full_attention" for t in types)
-    if getattr(config, "use_sliding_window", False) and getattr(config, "sliding_window", None):
-        return False
-    return getattr(config, "attention_chunk_size", None) is None
-
-
 def _hf_model(model: Any) -> Any:
     """The transformers model under a PEFT wrapper (or the model itself)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -832,7 +822,7 @@ class EngineGenerator:
         self.max_prefill_tokens = max(1, max_prefill_tokens)
         hf = _hf_model(model)
         self.config = hf.config
-        full = _full_attention_only(self.config)
+        full = full_attention_only(self.config)
         can_cascade = full and bool(getattr(hf, "_can_set_attn_implementation", lambda: False)())
         supported = {"native": can_cascade and _NativeDecoder.supports(model), "cascade": can_cascade,
                      "slab": full, "dynamic": True}

@@ -26,6 +26,14 @@ def test_quick_demo_runs_every_stage(tmp_path, capsys):
     assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     assert results["seconds"]["sft_continued"] > 0
     assert "GRPO minus SFT" in (out / "REPORT.md").read_text()
+    # GRPO against the control is a paired difference with an interval, and "above" means beyond it
+    v = results["verdict"]
+    low, high = v["grpo_minus_control_ci"]
+    assert low <= v["grpo_minus_control"] <= high
+    assert v["grpo_minus_control"] == pytest.approx(
+        results["stages"]["grpo"]["accuracy"] - results["stages"]["sft_continued"]["accuracy"])
+    assert v["grpo_above_control"] == (low > 0)
+    assert "above the control by more than the interval" in (out / "REPORT.md").read_text()
     assert "grpo" in capsys.readouterr().out
     # GRPO is anchored to the SFT model by the KL term (without it the measured policy drifted)
     import yaml

@@ -236,9 +236,11 @@ def run_demo(out_dir: str | Path, quick: bool = False, settings: DemoSettings | 
                       load_eval(out / "eval" / "sft_continued"), load_eval(out / "eval" / "grpo")])
     (out / "compare.md").write_text(compare_markdown(report))
     (out / "compare.json").write_text(json.dumps(report, indent=2))
+    # GRPO against the control, paired on the same puzzles (the table above pairs each with SFT)
+    head_to_head = compare([load_eval(out / "eval" / "sft_continued"), load_eval(out / "eval" / "grpo")])
     log("[8/8] plots and report")
     plots = _plots(out)
-    verdict = _verdict(report)
+    verdict = _verdict(report, head_to_head)
     summary = {"stages": {k: results[k] for k in STAGES}, "seconds": seconds, "settings": s.__dict__,
                "verdict": verdict, "plots": plots}
     (out / "results.json").write_text(json.dumps(summary, indent=2))
@@ -335,20 +337,25 @@ def _plots(out: Path) -> list[str]:
     return made
 
 
-def _verdict(report: dict[str, Any]) -> dict[str, Any]:
-    """Did GRPO beat SFT (and the same-time SFT control) by more than the interval?"""
+def _verdict(report: dict[str, Any], head_to_head: dict[str, Any]) -> dict[str, Any]:
+    """Did GRPO beat SFT, and the same-time SFT control, by more than the paired interval?
+
+    report: the comparison with SFT as baseline; head_to_head: the control as baseline, GRPO second."""
     vs = report["vs_baseline"]
     labels = report["labels"]
     sft_label, untrained_label, cont_label, grpo_label = labels
     grpo = vs[grpo_label]["all"]
     untrained = vs[untrained_label]["all"]
     cont = vs[cont_label]["all"]
+    over_control = head_to_head["vs_baseline"][head_to_head["labels"][1]]["all"]
     return {
         "sft_above_untrained": untrained["ci_high"] < 0,
         "grpo_above_sft": grpo["ci_low"] > 0,
         "grpo_minus_sft": grpo["difference"], "grpo_minus_sft_ci": [grpo["ci_low"], grpo["ci_high"]],
         "sft_continued_minus_sft": cont["difference"], "sft_continued_minus_sft_ci": [cont["ci_low"], cont["ci_high"]],
-        "grpo_above_control": grpo["difference"] > cont["difference"],
+        "grpo_minus_control": over_control["difference"],
+        "grpo_minus_control_ci": [over_control["ci_low"], over_control["ci_high"]],
+        "grpo_above_control": over_control["ci_low"] > 0,
     }
 
 
@@ -385,8 +392,10 @@ def _report_markdown(out: Path, summary: dict[str, Any], report: dict[str, Any])
         f"- GRPO minus SFT: {v['grpo_minus_sft']:+.3f} [{v['grpo_minus_sft_ci'][0]:+.3f}, "
         f"{v['grpo_minus_sft_ci'][1]:+.3f}]; above SFT by more than the interval: **{v['grpo_above_sft']}**",
         f"- SFT continued minus SFT: {v['sft_continued_minus_sft']:+.3f} [{v['sft_continued_minus_sft_ci'][0]:+.3f}, "
-        f"{v['sft_continued_minus_sft_ci'][1]:+.3f}]; GRPO gained more than the same-time SFT control: "
-        f"**{v['grpo_above_control']}**", "",
+        f"{v['sft_continued_minus_sft_ci'][1]:+.3f}]",
+        f"- GRPO minus SFT continued (the same-time control), paired: {v['grpo_minus_control']:+.3f} "
+        f"[{v['grpo_minus_control_ci'][0]:+.3f}, {v['grpo_minus_control_ci'][1]:+.3f}]; above the control by more "
+        f"than the interval: **{v['grpo_above_control']}**", "",
         "Full comparison with new abilities and regressions: [compare.md](compare.md).", "",
         "## Plots", ""]
     lines += [f"![{p}]({p})" for p in summary["plots"] if p.endswith(".png")]

@@ -232,12 +232,12 @@ def run_demo(out_dir: str | Path, quick: bool = False, settings: DemoSettings | 
     log("[7/8] comparing stages on the same held-out puzzles")
     from aha.eval.compare import compare, compare_markdown, load_eval
 
-    report = compare([load_eval(out / "eval" / "sft"), load_eval(out / "eval" / "untrained"),
-                      load_eval(out / "eval" / "sft_continued"), load_eval(out / "eval" / "grpo")])
+    evals = {stage: load_eval(out / "eval" / stage) for stage in ("sft", "untrained", "sft_continued", "grpo")}
+    report = compare(list(evals.values()))
     (out / "compare.md").write_text(compare_markdown(report))
     (out / "compare.json").write_text(json.dumps(report, indent=2))
     # GRPO against the control, paired on the same puzzles (the table above pairs each with SFT)
-    head_to_head = compare([load_eval(out / "eval" / "sft_continued"), load_eval(out / "eval" / "grpo")])
+    head_to_head = compare([evals["sft_continued"], evals["grpo"]])
     log("[8/8] plots and report")
     plots = _plots(out)
     verdict = _verdict(report, head_to_head)

@@ -299,11 +299,15 @@ def init_model(out_dir: str | Path, size: str = "tiny", corpus: Iterable[str] | 
     return model, tokenizer
 
 
+def hf_model(model: Any) -> Any:
+    """The transformers model under a peft wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def cache_keyword(model: Any) -> str:
     """The forward() keyword that takes a key/value cache: `cache` in newer transformers (which
     deprecates `past_key_values`), `past_key_values` in older ones. Looks through a peft wrapper."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return _cache_keyword_of(type(base))
+    return _cache_keyword_of(type(hf_model(model)))
 
 
 @functools.cache
@@ -320,7 +324,7 @@ def output_cache(out: Any) -> Any:
 def activation_checkpointing(model: Any) -> bool:
     """Whether the model recomputes activations in backward (transformers then drops the cache of a
     forward that runs in training mode with gradients on)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = hf_model(model)
     flag = getattr(base, "is_activation_checkpointing", None)
     return bool(flag if flag is not None else getattr(base, "is_gradient_checkpointing", False))
 
@@ -343,8 +347,7 @@ def full_attention_only(config: Any) -> bool:
 def plain_kv_cache(model: Any) -> bool:
     """`full_attention_only` for a model (through a peft wrapper): only then does a cache hold
     exactly what a longer sequence would attend to."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return full_attention_only(base.config)
+    return full_attention_only(hf_model(model).config)
 
 
 def active_dropout(model: Any) -> bool:
@@ -354,8 +357,7 @@ def active_dropout(model: Any) -> bool:
 
     if not model.training:
         return False
-    config = model.get_base_model().config if hasattr(model, "get_base_model") else model.config
-    if float(getattr(config, "attention_dropout", 0.0) or 0.0) > 0:
+    if float(getattr(hf_model(model).config, "attention_dropout", 0.0) or 0.0) > 0:
         return True
     kinds = (torch.nn.Dropout, torch.nn.Dropout1d, torch.nn.Dropout2d, torch.nn.AlphaDropout)
     return any(isinstance(m, kinds) and m.p > 0 for m in model.modules())

@@ -42,7 +42,7 @@ import torch
 from transformers.cache_utils import Cache, CacheLayerMixin, DynamicCache
 
 from aha.errors import AhaError
-from aha.models import cache_keyword, full_attention_only
+from aha.models import cache_keyword, full_attention_only, hf_model
 from aha.rollout.base import Completion, SamplingParams
 
 # End-of-turn tokens of common chat templates (ChatML, Llama 3, Gemma, Phi-3). A chat model stops
@@ -777,11 +777,6 @@ def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
 # ----------------------------------------------------------------------------- the engine
 
 
-def _hf_model(model: Any) -> Any:
-    """The transformers model under a PEFT wrapper (or the model itself)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
 class EngineGenerator:
     """aha's KV-cache sampler behind the `Generator` interface (see the module docstring).
 
@@ -820,7 +815,7 @@ class EngineGenerator:
         self.compact_fraction = compact_fraction
         self.initial_capacity = max(1, initial_capacity)
         self.max_prefill_tokens = max(1, max_prefill_tokens)
-        hf = _hf_model(model)
+        hf = hf_model(model)
         self.config = hf.config
         full = full_attention_only(self.config)
         can_cascade = full and bool(getattr(hf, "_can_set_attn_implementation", lambda: False)())

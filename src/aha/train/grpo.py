@@ -35,7 +35,14 @@ import yaml
 
 from aha.config import to_dict
 from aha.errors import AhaError
-from aha.models import activation_checkpointing, active_dropout, cache_keyword, output_cache, plain_kv_cache
+from aha.models import (
+    activation_checkpointing,
+    active_dropout,
+    cache_keyword,
+    hf_model,
+    output_cache,
+    plain_kv_cache,
+)
 from aha.rewards.base import RewardBatch
 from aha.rollout.base import Completion, SamplingParams
 from aha.runs import RunDir, append_jsonl, progress, read_jsonl
@@ -171,8 +178,7 @@ _FULL_PROMPT_LOGITS = 1 << 22  # prompt logits (U x Lp x V floats, 16 MiB in fp3
 
 
 def _vocab_size(model: Any) -> int:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return int(base.config.vocab_size)
+    return int(hf_model(model).config.vocab_size)
 
 
 def pad_rows(rows: list[torch.Tensor], width: int) -> torch.Tensor:

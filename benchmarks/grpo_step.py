@@ -10,7 +10,10 @@ It runs the real `aha train` loop (generation, verification, rewards, advantages
 metrics, rollouts written to disk) for 1 warm-up + N measured steps and prints the median seconds
 per step, generation tokens per second, and peak resident memory.
 
-    python3 benchmarks/grpo_step.py --kl 0.04 [--backend engine|hf] [--steps 5] [--json out.json]
+    python3 benchmarks/grpo_step.py --kl 0.04 [--backend engine|hf] [--steps 5] [--json out.json] [--trl]
+
+`--trl` then runs TRL's GRPOTrainer on the same workload in a fresh process (`trl_grpo_step.py`;
+needs `pip install --constraint constraints.txt trl`) and prints aha's time as a fraction of TRL's.
 
 Measured figures are recorded in the README ("Performance").
 """
@@ -25,6 +28,25 @@ import sys
 import tempfile
 from pathlib import Path
 
+TASK_OPTIONS = {"people": "4-5", "count": 200, "test_count": 10, "seed": 0, "trace_style": "none",
+                "system_prompt": ""}
+
+
+def build_workload():
+    """(work dir, task, tokenizer, model) of the reference workload; the model is also saved in work/model."""
+    from aha.models import build_model, train_tokenizer
+    from aha.tasks import get_task
+
+    work = Path(tempfile.mkdtemp(prefix="aha-bench-"))
+    task = get_task("knights-knaves", **TASK_OPTIONS)
+    tokenizer = train_tokenizer(task.corpus(2000, 0), vocab_size=2000)
+    # pad the vocabulary to exactly 2,000 entries, as the reference model has
+    tokenizer.add_tokens([f"<extra_{i}>" for i in range(2000 - len(tokenizer))])
+    model = build_model(tokenizer, "tiny", seed=0)
+    model.save_pretrained(str(work / "model"))
+    tokenizer.save_pretrained(str(work / "model"))
+    return work, task, tokenizer, model
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -34,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--micro-batch", type=int, default=16, help="rollouts per forward/backward (default 16)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--json", default=None, help="write seconds_per_step, generation_tokens_per_s, peak_rss_mib")
+    p.add_argument("--trl", action="store_true", help="also time TRL's GRPOTrainer in this run and print the ratio")
     args = p.parse_args(argv)
 
     import torch
@@ -41,25 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from aha.config import load_config
-    from aha.models import build_model, train_tokenizer
     from aha.runs import read_jsonl
-    from aha.tasks import get_task
     from aha.train.config import TrainConfig
     from aha.train.grpo import train
 
-    work = Path(tempfile.mkdtemp(prefix="aha-bench-"))
-    task_options = {"people": "4-5", "count": 200, "test_count": 10, "seed": 0, "trace_style": "none",
-                    "system_prompt": ""}
-    task = get_task("knights-knaves", **task_options)
-    tokenizer = train_tokenizer(task.corpus(2000, 0), vocab_size=2000)
-    # pad the vocabulary to exactly 2,000 entries, as the reference model has
-    tokenizer.add_tokens([f"<extra_{i}>" for i in range(2000 - len(tokenizer))])
-    model = build_model(tokenizer, "tiny", seed=0)
-    model.save_pretrained(str(work / "model"))
-    tokenizer.save_pretrained(str(work / "model"))
+    work, task, tokenizer, model = build_workload()
     cfg = load_config(TrainConfig, None, [
         f"model.path={work / 'model'}", "model.device=cpu", "task.name=knights-knaves",
-        f"task.options={json.dumps(task_options)}", "rewards=[{name: logic_rl, weight: 1.0}]",
+        f"task.options={json.dumps(TASK_OPTIONS)}", "rewards=[{name: logic_rl, weight: 1.0}]",
         f"rollout.backend={args.backend}", "rollout.temperature=1.0", "rollout.max_new_tokens=128",
         "rollout.stop=[]", f"algo.kl_coef={args.kl}", "batch.prompts_per_step=8", "batch.samples_per_prompt=8",
         f"batch.micro_batch_size={args.micro_batch}", "optim.lr=1e-6", f"steps={args.steps + 1}", f"run.out_dir={work / 'run'}",
@@ -77,6 +89,19 @@ def main(argv: list[str] | None = None) -> int:
               "generation_tokens_per_s": gen_tps, "peak_rss_mib": peak_mib, "kl": args.kl,
               "backend": args.backend, "micro_batch": args.micro_batch, "threads": torch.get_num_threads(), "mean_prompt_tokens": prompt_len,
               "params": sum(p.numel() for p in model.parameters())}
+    if args.trl:
+        import subprocess
+
+        cmd = [sys.executable, str(Path(__file__).parent / "trl_grpo_step.py"), "--kl", str(args.kl),
+               "--steps", str(args.steps), "--threads", str(torch.get_num_threads()), "--json", str(work / "trl.json")]
+        done = subprocess.run(cmd, stdout=subprocess.DEVNULL)
+        if done.returncode != 0:
+            print(f"the TRL run failed (exit {done.returncode}): {' '.join(cmd)}", file=sys.stderr)
+            return done.returncode
+        trl_result = json.loads((work / "trl.json").read_text())
+        result["trl_seconds_per_step"] = trl_result["seconds_per_step"]
+        result["trl_version"] = trl_result["trl_version"]
+        result["fraction_of_trl"] = step_seconds / trl_result["seconds_per_step"]
     print(json.dumps(result, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the engine's compiled CPU kernel is built into a throwaway folder, not the user's ~/.cache/aha
+os.environ.setdefault("AHA_CACHE_DIR", tempfile.mkdtemp(prefix="aha-test-cache-"))
 
 TINY_CORPUS = [
     "Ann says that Bob is a knight. Bob says that Ann is a knave. Who is a knight and who is a knave?",

@@ -560,23 +560,46 @@ def test_native_prefill_matches_the_model_forward(model):
         torch.testing.assert_close(torch.where(m, v, 0.0), torch.where(m, layer.values, 0.0), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("variant", ["no_onednn", "unfused"])
+@pytest.mark.parametrize("variant", ["no_onednn", "unfused", "no_kernel"])
 def test_native_fallbacks_equal_generate(tok, monkeypatch, variant):
-    # the F.linear path of the native step (other devices and dtypes, builds without oneDNN), and the
-    # separate q/k/v and gate/up matmuls of models too large for fused weight copies
+    # the F.linear path of the native step (other devices and dtypes, builds without oneDNN), the
+    # separate q/k/v and gate/up matmuls of models too large for fused weight copies, and the PyTorch
+    # attention used where the compiled CPU kernel is unavailable (other devices, no C compiler)
     import aha.rollout.engine as engine
 
     if variant == "no_onednn":
         monkeypatch.setitem(engine._ONEDNN_STATE, "ok", False)
-    else:
+    elif variant == "unfused":
         monkeypatch.setattr(engine, "_FUSE_MAX_PARAMS", 0)
+    else:
+        monkeypatch.setattr(engine, "cascade_kernels", lambda: None)
     model = make_model()
     prompts = random_prompts([5, 2, 9])
     expected = hf_greedy(model, prompts, [EOS], 12)
-    gen = EngineGenerator(model, tok, eos_token_ids=[EOS])
+    gen = EngineGenerator(model, tok, eos_token_ids=[EOS], initial_capacity=4)
     out = gen.generate(prompts, SamplingParams(temperature=0.0, max_new_tokens=12, n=2))
-    assert not gen._native.packed
+    assert gen._native.packed == (variant == "no_kernel")
+    assert (gen._native.kernels is None) == (variant == "no_kernel")
     assert [c.token_ids for c in out] == [expected[c.prompt_index] for c in out]
+
+
+def test_compiled_attention_is_used_and_matches_the_pytorch_path(model, tok, monkeypatch):
+    # sampled rows that finish at different steps (compaction, buffer growth): the kernel path and the
+    # PyTorch cascade path give the same tokens and nearly the same log-probabilities
+    import aha.rollout.engine as engine
+
+    prompts = random_prompts([4, 6, 2, 8])
+    params = SamplingParams(max_new_tokens=12, n=4, seed=5)
+    kwargs = dict(eos_token_ids=list(range(3, 9)), initial_capacity=2, compact_fraction=0.1)
+    fast = EngineGenerator(model, tok, **kwargs)
+    with_kernel = fast.generate(prompts, params)
+    assert fast._native.kernels is not None
+    monkeypatch.setattr(engine, "cascade_kernels", lambda: None)
+    plain = EngineGenerator(model, tok, **kwargs).generate(prompts, params)
+    assert [c.token_ids for c in with_kernel] == [c.token_ids for c in plain]
+    assert len({len(c.token_ids) for c in plain}) > 3
+    for a, b in zip(with_kernel, plain):
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
 
 
 def test_a_sliding_window_model_decodes_with_the_plain_transformers_cache():

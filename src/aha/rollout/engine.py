@@ -21,7 +21,8 @@ models the per-step work outside the model's arithmetic is a large share of the 
 Decode steps (EngineGenerator `mode`), the first one the model supports by default:
 - "native": plain Llama/Mistral/Qwen2/Qwen3 models: a lean prefill and decode step over the model's
   own weights (`_NativeDecoder`), which skips transformers' per-module overhead (most of a small
-  model's step) and, for float32 on CPU, runs the linear layers through oneDNN (see `_lin`);
+  model's step) and, for float32 on CPU, runs the linear layers through oneDNN (see `_lin`) and the
+  attention through a small compiled kernel when the machine can build it (`aha.rollout.cpu_kernels`);
 - "cascade": any full-attention model whose attention goes through transformers' AttentionInterface,
   PEFT-wrapped ones included: the model's forward with `cascade_attention` plugged in;
 - "slab": other full-attention models: the model's forward and attention, prompt cache copied per row;
@@ -44,6 +45,7 @@ from transformers.cache_utils import Cache, CacheLayerMixin, DynamicCache
 from aha.errors import AhaError
 from aha.models import cache_keyword, full_attention_only, hf_model
 from aha.rollout.base import Completion, SamplingParams
+from aha.rollout.cpu_kernels import CascadeKernels, cascade_kernels
 
 # End-of-turn tokens of common chat templates (ChatML, Llama 3, Gemma, Phi-3). A chat model stops
 # its reply with these, which are often not the tokenizer's `eos_token`.
@@ -321,22 +323,26 @@ class _SlabLayer(CacheLayerMixin):
 
     `update` writes the new positions in place and returns views of the filled part, so a step costs
     no concatenation. `offset` counts positions held elsewhere (the shared prompt prefix in cascade
-    mode), so that `get_seq_length` reports the true sequence length.
+    mode), so that `get_seq_length` reports the true sequence length. With `keys_transposed` the keys
+    buffer is (B, H_kv, D, capacity) (the compiled CPU attention reads keys column-wise) and `update`
+    returns the keys in that layout.
     """
 
     is_compileable = False
     is_sliding = False
     is_croppable = False
 
-    def __init__(self, capacity: int, offset: int = 0):
+    def __init__(self, capacity: int, offset: int = 0, keys_transposed: bool = False):
         super().__init__()
         self.capacity = capacity
         self.offset = offset
         self.length = 0
+        self.keys_transposed = keys_transposed
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         B, H, _, D = key_states.shape
-        self.keys = key_states.new_empty((B, H, self.capacity, D))  # (B, H, C, D)
+        shape = (B, H, D, self.capacity) if self.keys_transposed else (B, H, self.capacity, D)
+        self.keys = key_states.new_empty(shape)  # (B, H, C, D) or (B, H, D, C)
         self.values = value_states.new_empty((B, H, self.capacity, value_states.shape[-1]))  # (B, H, C, Dv)
         self.is_initialized = True
 
@@ -347,10 +353,24 @@ class _SlabLayer(CacheLayerMixin):
         end = self.length + key_states.shape[-2]
         if end > self.capacity:
             raise RuntimeError(f"KV buffer overflow: {end} > capacity {self.capacity}")
-        self.keys[:, :, self.length:end] = key_states
+        if self.keys_transposed:
+            self.keys[..., self.length:end] = key_states.transpose(-1, -2)
+        else:
+            self.keys[:, :, self.length:end] = key_states
         self.values[:, :, self.length:end] = value_states
         self.length = end
-        return self.keys[:, :, :end], self.values[:, :, :end]
+        keys = self.keys[..., :end] if self.keys_transposed else self.keys[:, :, :end]
+        return keys, self.values[:, :, :end]
+
+    def append_values(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        """Like `update` for one position, but stores only the values: the caller writes the keys
+        (the compiled CPU attention does, into the transposed buffer). key_states give the shape."""
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        if self.length + 1 > self.capacity:
+            raise RuntimeError(f"KV buffer overflow: {self.length + 1} > capacity {self.capacity}")
+        self.values[:, :, self.length] = value_states[:, :, 0]
+        self.length += 1
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
         return self.offset + self.length + query_length, 0
@@ -369,9 +389,13 @@ class _SlabLayer(CacheLayerMixin):
         L = self.length
         for name in ("keys", "values"):
             old = getattr(self, name)
-            new = old.new_empty((old.shape[0] if rows is None else rows.shape[0], old.shape[1], capacity,
-                                 old.shape[3]))
-            new[:, :, :L] = old[:, :, :L] if rows is None else old[:, :, :L].index_select(0, rows)
+            time_dim = 3 if name == "keys" and self.keys_transposed else 2
+            shape = list(old.shape)
+            shape[0] = old.shape[0] if rows is None else rows.shape[0]
+            shape[time_dim] = capacity
+            new = old.new_empty(shape)
+            filled = old.narrow(time_dim, 0, L)
+            new.narrow(time_dim, 0, L).copy_(filled if rows is None else filled.index_select(0, rows))
             setattr(self, name, new)
         self.capacity = capacity
 
@@ -379,8 +403,8 @@ class _SlabLayer(CacheLayerMixin):
 class SlabCache(Cache):
     """A transformers Cache made of `_SlabLayer`s (one per decoder layer)."""
 
-    def __init__(self, num_layers: int, capacity: int, offset: int = 0):
-        super().__init__(layers=[_SlabLayer(capacity, offset) for _ in range(num_layers)])
+    def __init__(self, num_layers: int, capacity: int, offset: int = 0, keys_transposed: bool = False):
+        super().__init__(layers=[_SlabLayer(capacity, offset, keys_transposed) for _ in range(num_layers)])
 
     def resize(self, rows: torch.Tensor | None, capacity: int) -> None:
         for layer in self.layers:
@@ -412,11 +436,19 @@ class _Prefix:
     group: the largest number of live rows sharing one prompt.
     dense: True when the rows fill the grid in order (slot == arange(U * group)): every prompt has
         `group` live rows, consecutive in the batch; then rows and grid differ by a reshape only.
+    row_prompt: (B,) int64 prompt index of each batch row.
+    keys_t: with `transposed_keys`, per layer (U, H_kv, D, P) contiguous (the compiled kernel's
+        layout; `keys` is then unused and empty); bias2d: the bias as (U, P), or None.
     """
 
-    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], bias: torch.Tensor | None):
-        self.keys, self.values, self.bias = keys, values, bias
+    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], bias: torch.Tensor | None,
+                 transposed_keys: bool = False):
+        self.values, self.bias = values, bias
+        self.keys_t = [k.transpose(-1, -2).contiguous() for k in keys] if transposed_keys else []
+        self.keys = [] if transposed_keys else keys
+        self.bias2d = bias.reshape(bias.shape[0], bias.shape[-1]).contiguous() if bias is not None else None
         self.slot = torch.zeros(0, dtype=torch.long)
+        self.row_prompt = torch.zeros(0, dtype=torch.long)
         self.group = 1
         self.dense = False
 
@@ -430,20 +462,23 @@ class _Prefix:
         self.group = max(rank.values())
         slots = [u * self.group + r for u, r in zip(row_unique, ranks)]
         self.slot = torch.tensor(slots, device=device)
-        U = self.keys[0].shape[0]
+        self.row_prompt = torch.tensor(row_unique, dtype=torch.long, device=device)
+        U = self.values[0].shape[0]
         self.dense = len(slots) == U * self.group and slots == list(range(len(slots)))
 
     def select(self, groups: torch.Tensor) -> None:
         """Keep only prompts `groups` (U',) (the others have no live rows left)."""
         self.keys = [k.index_select(0, groups) for k in self.keys]
+        self.keys_t = [k.index_select(0, groups) for k in self.keys_t]
         self.values = [v.index_select(0, groups) for v in self.values]
         if self.bias is not None:
             self.bias = self.bias.index_select(0, groups)
+            self.bias2d = self.bias2d.index_select(0, groups)
 
     def to_grid(self, x: torch.Tensor) -> torch.Tensor:
         """(B, Hk, G, c) per-row tensor -> (U, Hk, S*G, c) on the query grid (zeros where no row)."""
         B, Hk, G, c = x.shape
-        U, S = self.keys[0].shape[0], self.group
+        U, S = self.values[0].shape[0], self.group
         if not self.dense:
             x = x.new_zeros((U * S, Hk, G, c)).index_copy_(0, self.slot, x)  # (U*S, Hk, G, c)
         return x.view(U, S, Hk, G, c).transpose(1, 2).reshape(U, Hk, S * G, c)
@@ -547,6 +582,7 @@ class _NativeDecoder:
         self.kv_heads = cfg.num_key_value_heads
         self.fuse = sum(p.numel() for p in model.parameters()) <= _FUSE_MAX_PARAMS
         self._weights: list[dict[str, Any]] | None = None
+        self.kernels: CascadeKernels | None = None
 
     @staticmethod
     def supports(model: Any) -> bool:
@@ -605,6 +641,9 @@ class _NativeDecoder:
         self._weights = weights
         self._head = _lin_spec(self.model.lm_head.weight, self.model.lm_head.bias, pack)
         self.packed = pack
+        head = self.model.lm_head.weight
+        # the compiled attention: float32 on CPU only (it reads raw float32 buffers)
+        self.kernels = cascade_kernels() if head.device.type == "cpu" and head.dtype == torch.float32 else None
 
     def prefill(self, ids: torch.Tensor, positions: torch.Tensor, allowed: torch.Tensor | None
                 ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
@@ -690,8 +729,16 @@ class _NativeDecoder:
                     q, k = _rms(q, *w["q_norm"]), _rms(k, *w["k_norm"])
                 qk = torch.cat([q, k], 1)  # (B, Hq + Hk, D)
             qk = qk * cos_qk + qk.view(B, Hq + Hk, 2, D // 2).flip(2).view(B, Hq + Hk, D) * sin_qk
-            keys, values = cache.layers[i].update(qk[:, Hq:, None, :], v[:, :, None, :])
-            attn = cascade_core(qk[:, :Hq].view(B, Hk, Hq // Hk, D), keys, values, prefix, i)  # (B, Hk, G, D)
+            layer = cache.layers[i]
+            q = qk[:, :Hq].view(B, Hk, Hq // Hk, D)  # (B, Hk, G, D)
+            if self.kernels is not None:  # the kernel stores this step's keys itself
+                layer.append_values(qk[:, Hq:, None, :], v[:, :, None, :])
+                attn = self.kernels.attention(q, prefix.keys_t[i], prefix.values[i], prefix.bias2d, prefix.row_prompt,
+                                              layer.keys, layer.values, layer.length,
+                                              new_keys=qk[:, Hq:])  # (B, Hk, G, D)
+            else:
+                keys, values = layer.update(qk[:, Hq:, None, :], v[:, :, None, :])
+                attn = cascade_core(q, keys, values, prefix, i)  # (B, Hk, G, D)
             x = x + _lin(attn.reshape(B, Hq * D), w["o"])
             x = x + _mlp(_rms(x, *w["ln2"]), w)
         x = _rms(x, model.model.norm.weight, model.model.norm.variance_epsilon)
@@ -979,9 +1026,10 @@ class EngineGenerator:
             bias = None
             if padded:
                 bias = torch.zeros((U, 1, 1, P), device=device).masked_fill_(~valid_u[:, None, None, :], float("-inf"))
-            prefix = _Prefix(pkeys, pvalues, bias)
+            kernel = self._native is not None and self._native.kernels is not None
+            prefix = _Prefix(pkeys, pvalues, bias, transposed_keys=kernel)
             prefix.assign(row_unique, device)
-            cache = SlabCache(self.num_layers, gen_cap, offset=P)
+            cache = SlabCache(self.num_layers, gen_cap, offset=P, keys_transposed=kernel)
             capacity = gen_cap
         else:
             capacity = P + gen_cap
@@ -1057,7 +1105,7 @@ class EngineGenerator:
                     if prefix is not None:
                         live_u = [row_unique[r] for r in slot_rows]
                         groups = sorted(set(live_u))
-                        if len(groups) < prefix.keys[0].shape[0]:
+                        if len(groups) < prefix.values[0].shape[0]:
                             remap = {g: i for i, g in enumerate(groups)}
                             prefix.select(torch.tensor(groups, device=device))
                             row_unique = [remap.get(u, -1) for u in row_unique]

@@ -1,0 +1,186 @@
+"""The engine's compiled CPU attention kernel: built with the machine's C compiler on first use.
+
+On a CPU, the decode step's attention (one query per row over a shared prompt and the row's own
+generated keys) is dozens of tiny batched matmuls and layout copies per step when written in PyTorch;
+`csrc/cascade_attention.c` does it in two OpenMP loops that stream each row's keys and values once
+(about 2x faster on the benchmark's shapes, see README "Performance"). The softmax between them stays
+in PyTorch.
+
+The kernel is optional. `cascade_kernels()` compiles the source once per machine into a cache
+directory (`$AHA_CACHE_DIR`, else `$XDG_CACHE_HOME/aha`, else `~/.cache/aha`; the file name hashes
+the source, compiler, flags and CPU features, so a shared home directory never runs a binary built
+for another CPU), loads it, checks it against PyTorch on random inputs, and returns None (after one
+warning saying why) when any of that fails: no C compiler, no OpenMP, a non-x86/ARM toolchain quirk.
+The engine then uses its PyTorch path. `AHA_CPU_KERNELS=0` turns the kernel off; `CC` picks the
+compiler (default `cc`, then `gcc`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+_SOURCE = Path(__file__).with_name("csrc") / "cascade_attention.c"
+_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c99"]
+_STATE: dict[str, CascadeKernels | None] = {}
+
+
+class CascadeKernels:
+    """ctypes bindings of the two kernels (layouts in csrc/cascade_attention.c)."""
+
+    def __init__(self, lib: ctypes.CDLL):
+        ptr, i64 = ctypes.c_void_p, ctypes.c_int64
+        self._scores = lib.aha_cascade_scores
+        self._scores.argtypes = [ptr, i64, ptr, ptr, ptr, ptr, ptr, i64, ptr] + [i64] * 7
+        self._scores.restype = None
+        self._values = lib.aha_cascade_values
+        self._values.argtypes = [ptr] * 5 + [i64] * 7
+        self._values.restype = None
+
+    def attention(self, q: torch.Tensor, prompt_keys_t: torch.Tensor, prompt_values: torch.Tensor,
+                  bias: torch.Tensor | None, row_prompt: torch.Tensor, keys_t: torch.Tensor,
+                  values: torch.Tensor, T: int, new_keys: torch.Tensor | None = None) -> torch.Tensor:
+        """softmax([q . prompt keys + bias ; q . own keys]) @ [prompt values ; own values], per row.
+
+        q: (B, Hk, G, D) float32 queries, scaled; any row stride, the rest contiguous.
+        prompt_keys_t: (U, Hk, D, P) and prompt_values: (U, Hk, P, D), contiguous.
+        bias: (U, P) additive mask (0 / -inf) contiguous, or None.
+        row_prompt: (B,) int64, the prompt index of each row.
+        keys_t: (B, Hk, D, cap) and values: (B, Hk, cap, D) contiguous buffers; the first T generated
+            positions are filled (T >= 0), except the keys of position T - 1 when new_keys is given.
+        new_keys: (B, Hk, D) (any row stride) this step's keys, written into keys_t[..., T - 1] by the
+            kernel as it reads them (a transposed write touches a cache line per element; done here,
+            those lines are the ones about to be read).
+        Returns (B, Hk, G, D) float32.
+        """
+        B, Hk, G, D = q.shape
+        U, _, P, _ = prompt_values.shape
+        cap = values.shape[2]
+        if q.stride()[1:] != (G * D, D, 1) or not (prompt_keys_t.is_contiguous() and prompt_values.is_contiguous()
+                                                    and keys_t.is_contiguous() and values.is_contiguous()
+                                                    and row_prompt.is_contiguous()):
+            raise ValueError("cascade kernel: unexpected tensor layout")
+        if bias is not None and not bias.is_contiguous():
+            raise ValueError("cascade kernel: bias must be contiguous")
+        if new_keys is not None and (new_keys.stride()[1:] != (D, 1) or T < 1):
+            raise ValueError("cascade kernel: new_keys must be (B, Hk, D) with contiguous heads, and T >= 1")
+        scores = q.new_empty((B, Hk, G, P + T))  # (B, Hk, G, P + T)
+        self._scores(q.data_ptr(), q.stride(0), prompt_keys_t.data_ptr(),
+                     bias.data_ptr() if bias is not None else None, row_prompt.data_ptr(), keys_t.data_ptr(),
+                     new_keys.data_ptr() if new_keys is not None else None,
+                     new_keys.stride(0) if new_keys is not None else 0, scores.data_ptr(), B, Hk, G, D, P, T, cap)
+        weights = torch.softmax(scores, dim=-1)  # (B, Hk, G, P + T)
+        out = q.new_empty((B, Hk, G, D))  # (B, Hk, G, D)
+        self._values(weights.data_ptr(), prompt_values.data_ptr(), row_prompt.data_ptr(), values.data_ptr(),
+                     out.data_ptr(), B, Hk, G, D, P, T, cap)
+        return out
+
+
+def cascade_kernels() -> CascadeKernels | None:
+    """The compiled kernels, or None when they are turned off or cannot be built here (warned once)."""
+    if "kernels" not in _STATE:
+        kernels = None
+        if os.environ.get("AHA_CPU_KERNELS", "1") != "0":
+            try:
+                kernels = CascadeKernels(_load())
+                _self_check(kernels)
+            except Exception as exc:  # noqa: BLE001 - any failure means: use the PyTorch path
+                kernels = None
+                warnings.warn(f"aha: the compiled CPU attention kernel is unavailable ({exc}); the rollout "
+                              "engine uses its PyTorch path (slower on CPU). Set AHA_CPU_KERNELS=0 to silence.",
+                              RuntimeWarning, stacklevel=2)
+        _STATE["kernels"] = kernels
+    return _STATE["kernels"]
+
+
+def cache_dir() -> Path:
+    """Where compiled kernels are kept."""
+    root = os.environ.get("AHA_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "aha")
+    return Path(root) / "kernels"
+
+
+def _cpu_features() -> str:
+    """The CPU's feature flags (what -march=native compiles for), so binaries are per CPU type."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _load() -> ctypes.CDLL:
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not compiler:
+        raise RuntimeError("no C compiler found (set CC)")
+    source = _SOURCE.read_bytes()
+    key = hashlib.sha256(b"\0".join([source, compiler.encode(), " ".join(_FLAGS).encode(),
+                                     _cpu_features().encode(), platform.machine().encode()])).hexdigest()[:20]
+    target = cache_dir() / f"cascade_attention-{key}.so"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+        os.close(fd)
+        try:
+            done = subprocess.run([compiler, *_FLAGS, str(_SOURCE), "-o", tmp], capture_output=True,
+                                  text=True, timeout=120)
+            if done.returncode != 0:
+                raise RuntimeError(f"{compiler} failed: {done.stderr.strip()[-400:]}")
+            os.replace(tmp, target)  # atomic: concurrent processes never load a half-written file
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return ctypes.CDLL(str(target))
+
+
+def reference_attention(q: torch.Tensor, prompt_keys: torch.Tensor, prompt_values: torch.Tensor,
+                        bias: torch.Tensor | None, row_prompt: torch.Tensor, keys: torch.Tensor,
+                        values: torch.Tensor) -> torch.Tensor:
+    """The same attention in plain PyTorch, row by row (for checks): prompt_keys (U, Hk, P, D),
+    keys/values (B, Hk, T, D) (the filled part only); returns (B, Hk, G, D)."""
+    pk = prompt_keys.index_select(0, row_prompt)  # (B, Hk, P, D)
+    pv = prompt_values.index_select(0, row_prompt)  # (B, Hk, P, D)
+    k = torch.cat([pk, keys], dim=2)  # (B, Hk, P + T, D)
+    v = torch.cat([pv, values], dim=2)  # (B, Hk, P + T, D)
+    scores = torch.matmul(q, k.transpose(-1, -2))  # (B, Hk, G, P + T)
+    if bias is not None:
+        pad = bias.index_select(0, row_prompt)[:, None, None, :]  # (B, 1, 1, P)
+        scores[..., :pad.shape[-1]] += pad
+    return torch.matmul(torch.softmax(scores, dim=-1), v)  # (B, Hk, G, D)
+
+
+def _self_check(kernels: CascadeKernels) -> None:
+    """Raise unless the kernels agree with PyTorch on shapes that exercise every code path."""
+    g = torch.Generator().manual_seed(0)
+    for B, Hk, G, D, P, T, cap in ((3, 2, 2, 64, 70, 5, 8), (2, 1, 3, 20, 17, 0, 4)):
+        U = 2
+        q = torch.randn(B, Hk, G, D, generator=g)
+        pk = torch.randn(U, Hk, P, D, generator=g)
+        pv = torch.randn(U, Hk, P, D, generator=g)
+        k = torch.randn(B, Hk, cap, D, generator=g)
+        v = torch.randn(B, Hk, cap, D, generator=g)
+        bias = torch.zeros(U, P)
+        bias[1, :3] = float("-inf")
+        rows = torch.tensor([1, 0, 1][:B])
+        want = reference_attention(q, pk, pv, bias, rows, k[:, :, :T], v[:, :, :T])
+        kt = k.transpose(-1, -2).contiguous()
+        got = kernels.attention(q, pk.transpose(-1, -2).contiguous(), pv, bias, rows, kt, v, T)
+        if T:
+            kt[..., T - 1] = 0.0
+            got2 = kernels.attention(q, pk.transpose(-1, -2).contiguous(), pv, bias, rows, kt, v, T,
+                                     new_keys=k[:, :, T - 1].contiguous())
+            got = torch.cat([got, got2])
+            want = torch.cat([want, want])
+        if not torch.allclose(got, want, rtol=1e-4, atol=1e-5):
+            raise RuntimeError(f"self-check failed (max error {(got - want).abs().max().item():.2e})")

@@ -1,0 +1,120 @@
+"""The compiled CPU attention of the rollout engine: against PyTorch, by hand, and when it cannot build."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from aha.rollout import cpu_kernels
+from aha.rollout.cpu_kernels import cascade_kernels, reference_attention
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    k = cascade_kernels()
+    if k is None:  # no C compiler on this machine: the engine's PyTorch path is tested elsewhere
+        pytest.skip("the compiled CPU kernel is unavailable here")
+    return k
+
+
+def run(kernels, q, pk, pv, bias, rows, k, v, T, new_keys=False):
+    """Call the kernel with the layouts the engine keeps (transposed key buffers)."""
+    kt = k.transpose(-1, -2).clone(memory_format=torch.contiguous_format)  # a copy even where cap == 1
+    if new_keys:
+        kt[..., T - 1] = float("nan")  # the kernel must overwrite it
+        return kernels.attention(q, pk.transpose(-1, -2).contiguous(), pv, bias, rows, kt, v, T,
+                                 new_keys=k[:, :, T - 1].contiguous())
+    return kernels.attention(q, pk.transpose(-1, -2).contiguous(), pv, bias, rows, kt, v, T)
+
+
+@pytest.mark.parametrize("B,Hk,G,D,U,P,T,cap", [
+    (64, 2, 2, 64, 8, 129, 64, 128),  # the benchmark's shapes: 64-wide key blocks and tails
+    (3, 1, 1, 16, 2, 1, 1, 1),        # one prompt token, one generated token, a full buffer
+    (5, 2, 3, 20, 3, 17, 9, 12),      # odd group size; head size not a multiple of 16 (scalar loops)
+    (4, 4, 1, 128, 1, 40, 33, 40),    # no grouping; wide heads (two 64-lane passes)
+    (2, 2, 2, 32, 2, 70, 0, 4),       # no generated keys yet
+])
+@pytest.mark.parametrize("padded", [False, True])
+def test_kernel_equals_pytorch_attention(kernels, B, Hk, G, D, U, P, T, cap, padded):
+    g = torch.Generator().manual_seed(B * 1000 + D)
+    q = torch.randn(B, Hk, G, D, generator=g) * D ** -0.5
+    pk, pv = torch.randn(U, Hk, P, D, generator=g), torch.randn(U, Hk, P, D, generator=g)
+    k, v = torch.randn(B, Hk, cap, D, generator=g), torch.randn(B, Hk, cap, D, generator=g)
+    rows = torch.randint(0, U, (B,), generator=g)  # rows in any prompt order, prompts repeated
+    bias = None
+    if padded:
+        bias = torch.zeros(U, P)
+        bias[:, : P // 3] = float("-inf")  # left padding (a prompt keeps at least one key)
+    want = reference_attention(q, pk, pv, bias, rows, k[:, :, :T], v[:, :, :T])
+    torch.testing.assert_close(run(kernels, q, pk, pv, bias, rows, k, v, T), want, rtol=1e-5, atol=1e-5)
+    if T:
+        torch.testing.assert_close(run(kernels, q, pk, pv, bias, rows, k, v, T, new_keys=True), want,
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_kernel_by_hand(kernels):
+    # one row, one head, D = 2: scores [0, ln 3, 0] -> weights [1/5, 3/5, 1/5];
+    # values [1, 0], [0, 1] (prompt) and [10, 10] (generated) -> [0.2 + 2, 0.6 + 2]
+    q = torch.tensor([[[[1.0, 0.0]]]])
+    pk = torch.tensor([[[[0.0, 0.0], [math.log(3.0), 0.0]]]])
+    pv = torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]]])
+    k = torch.tensor([[[[0.0, 5.0]]]])
+    v = torch.tensor([[[[10.0, 10.0]]]])
+    rows = torch.tensor([0])
+    out = run(kernels, q, pk, pv, None, rows, k, v, 1)
+    torch.testing.assert_close(out.flatten(), torch.tensor([2.2, 2.6]))
+    # masking the first prompt key: weights [0, 3/4, 1/4] -> [2.5, 3.25]
+    out = run(kernels, q, pk, pv, torch.tensor([[float("-inf"), 0.0]]), rows, k, v, 1)
+    torch.testing.assert_close(out.flatten(), torch.tensor([2.5, 3.25]))
+
+
+def test_kernel_reads_queries_with_a_row_stride(kernels):
+    # the engine passes q as a view into its fused q/k projection: rows are further apart than G * D
+    g = torch.Generator().manual_seed(7)
+    qk = torch.randn(6, 2 * 2 + 2, 16, generator=g)  # (B, Hq + Hk, D)
+    q = qk[:, :4].view(6, 2, 2, 16)
+    pk, pv = torch.randn(2, 2, 5, 16, generator=g), torch.randn(2, 2, 5, 16, generator=g)
+    k, v = torch.randn(6, 2, 3, 16, generator=g), torch.randn(6, 2, 3, 16, generator=g)
+    rows = torch.tensor([0, 0, 0, 1, 1, 1])
+    want = reference_attention(q.contiguous(), pk, pv, None, rows, k, v)
+    torch.testing.assert_close(run(kernels, q, pk, pv, None, rows, k, v, 3), want, rtol=1e-5, atol=1e-5)
+
+
+def test_kernel_refuses_other_layouts(kernels):
+    q = torch.randn(2, 1, 1, 8).transpose(0, 3)  # (8, 1, 1, 2): heads not contiguous
+    with pytest.raises(ValueError, match="layout"):
+        kernels.attention(q, torch.zeros(1, 1, 2, 3), torch.zeros(1, 1, 3, 2), None, torch.zeros(8, dtype=torch.long),
+                          torch.zeros(8, 1, 2, 4), torch.zeros(8, 1, 4, 2), 1)
+
+
+@pytest.fixture
+def fresh_state(monkeypatch, tmp_path):
+    """No kernel loaded yet in this process, and an empty kernel cache."""
+    monkeypatch.setattr(cpu_kernels, "_STATE", {})
+    monkeypatch.setenv("AHA_CACHE_DIR", str(tmp_path))
+    return tmp_path
+
+
+def test_no_compiler_means_none_and_one_warning(fresh_state, monkeypatch):
+    monkeypatch.setenv("CC", str(fresh_state / "no-such-compiler"))
+    with pytest.warns(RuntimeWarning, match="unavailable"):
+        assert cascade_kernels() is None
+    assert cascade_kernels() is None  # decided once per process: no second warning, no retry
+
+
+def test_turned_off_by_environment(fresh_state, monkeypatch, recwarn):
+    monkeypatch.setenv("AHA_CPU_KERNELS", "0")
+    assert cascade_kernels() is None
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_compiled_once_into_the_cache_dir(fresh_state, kernels):
+    assert cascade_kernels() is not None
+    built = list((fresh_state / "kernels").glob("cascade_attention-*.so"))
+    assert len(built) == 1
+    stamp = built[0].stat().st_mtime_ns
+    cpu_kernels._STATE.clear()
+    assert cascade_kernels() is not None  # loaded from the cache, not rebuilt
+    assert built[0].stat().st_mtime_ns == stamp

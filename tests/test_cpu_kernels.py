@@ -118,3 +118,21 @@ def test_compiled_once_into_the_cache_dir(fresh_state, kernels):
     cpu_kernels._STATE.clear()
     assert cascade_kernels() is not None  # loaded from the cache, not rebuilt
     assert built[0].stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize("N,H,stride", [(64, 256, 256), (3, 20, 20), (5, 64, 192), (1, 7, 7)])
+def test_rms_norm_equals_the_engine_formula(kernels, N, H, stride):
+    from aha.rollout.engine import _rms
+
+    g = torch.Generator().manual_seed(N + H)
+    x = torch.randn(N, stride, generator=g)[:, :H] * 3.0  # rows further apart than H where stride > H
+    weight = torch.randn(H, generator=g)
+    torch.testing.assert_close(kernels.rms_norm(x, weight, 1e-6), _rms(x, weight, 1e-6), rtol=1e-5, atol=1e-6)
+
+
+def test_rms_norm_by_hand(kernels):
+    # x = [3, 4]: mean of squares 12.5 -> x / sqrt(12.5) = [0.8485, 1.1314]; weight [1, 2]
+    out = kernels.rms_norm(torch.tensor([[3.0, 4.0]]), torch.tensor([1.0, 2.0]), 0.0)
+    torch.testing.assert_close(out, torch.tensor([[3.0 / 12.5 ** 0.5, 8.0 / 12.5 ** 0.5]]))
+    with pytest.raises(ValueError, match="layout"):
+        kernels.rms_norm(torch.zeros(2, 3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64), 0.0)

@@ -242,3 +242,23 @@ def test_variants_run_and_log(tmp_path, tiny_model_dir, extra):
         assert rows[0]["kl"] >= 0
     if "algo.kl_in_reward=true" in extra:
         assert "kl_in_reward" in rows[0]
+
+
+def test_micro_batch_order_is_total():
+    # the reference pass and the update sort the same rollouts arriving in different orders: ties in
+    # completion and prompt length are broken by group, then sample, so both form the same micro-batches
+    import random
+
+    from aha.rollout.base import Completion
+    from aha.tasks.base import Example, Verdict
+    from aha.train.grpo import Rollout, _by_length
+
+    ex = Example(id="e", prompt=[{"role": "user", "content": "q"}], answer="a")
+    rollouts = [Rollout(ex, group, [1] * plen, Completion(group, sample, [5] * clen, "", "eos"), Verdict())
+                for group, sample, plen, clen in [(0, 0, 3, 2), (0, 1, 3, 2), (1, 0, 3, 2), (1, 1, 2, 2),
+                                                  (2, 0, 4, 1), (2, 1, 4, 2)]]
+    want = [(2, 0), (1, 1), (0, 0), (0, 1), (1, 0), (2, 1)]  # (1, 1) first: shorter prompt
+    for seed in range(5):
+        shuffled = list(rollouts)
+        random.Random(seed).shuffle(shuffled)
+        assert [(r.group, r.completion.sample_index) for r in _by_length(shuffled)] == want

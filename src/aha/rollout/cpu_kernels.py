@@ -45,6 +45,20 @@ class CascadeKernels:
         self._values = lib.aha_cascade_values
         self._values.argtypes = [ptr] * 5 + [i64] * 7
         self._values.restype = None
+        self._rms = lib.aha_rms_norm
+        self._rms.argtypes = [ptr, i64, ptr, ctypes.c_double, ptr, i64, i64]
+        self._rms.restype = None
+
+    def rms_norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        """weight * x / sqrt(mean(x^2, -1) + eps) for float32 x (N, H) with contiguous rows (any row
+        stride) and weight (H,) contiguous; returns (N, H) contiguous."""
+        N, H = x.shape
+        if x.stride(1) != 1 or not weight.is_contiguous() or weight.shape != (H,) \
+                or x.dtype != torch.float32 or weight.dtype != torch.float32:
+            raise ValueError("rms kernel: unexpected tensor layout")
+        out = x.new_empty((N, H))
+        self._rms(x.data_ptr(), x.stride(0), weight.data_ptr(), eps, out.data_ptr(), N, H)
+        return out
 
     def attention(self, q: torch.Tensor, prompt_keys_t: torch.Tensor, prompt_values: torch.Tensor,
                   bias: torch.Tensor | None, row_prompt: torch.Tensor, keys_t: torch.Tensor,
@@ -133,7 +147,7 @@ def _load() -> ctypes.CDLL:
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
         os.close(fd)
         try:
-            done = subprocess.run([compiler, *_FLAGS, str(_SOURCE), "-o", tmp], capture_output=True,
+            done = subprocess.run([compiler, *_FLAGS, str(_SOURCE), "-o", tmp, "-lm"], capture_output=True,
                                   text=True, timeout=120)
             if done.returncode != 0:
                 raise RuntimeError(f"{compiler} failed: {done.stderr.strip()[-400:]}")

@@ -645,6 +645,12 @@ class _NativeDecoder:
         # the compiled attention: float32 on CPU only (it reads raw float32 buffers)
         self.kernels = cascade_kernels() if head.device.type == "cpu" and head.dtype == torch.float32 else None
 
+    def _norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        """RMSNorm of (N, H) rows: one compiled pass where the CPU kernels are in use, else `_rms`."""
+        if self.kernels is not None:
+            return self.kernels.rms_norm(x, weight, eps)
+        return _rms(x, weight, eps)
+
     def prefill(self, ids: torch.Tensor, positions: torch.Tensor, allowed: torch.Tensor | None
                 ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         """The prompts' forward: last-position logits (U, V) float32 and per-layer keys/values.
@@ -666,7 +672,7 @@ class _NativeDecoder:
         x = x.reshape(U * P, -1)  # (U*P, H)
         keys, values = [], []
         for w in self._weights:
-            h = _rms(x, *w["ln1"])
+            h = self._norm(x, *w["ln1"])
             if len(w["qkv"]) == 1:
                 qkv = _lin(h, w["qkv"][0]).view(U, P, Hq + 2 * Hk, D)
                 q, k, v = qkv[:, :, :Hq], qkv[:, :, Hq:Hq + Hk], qkv[:, :, Hq + Hk:]
@@ -683,8 +689,8 @@ class _NativeDecoder:
             attn = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=allowed,
                                                   is_causal=allowed is None, enable_gqa=Hq != Hk)  # (U, Hq, P, D)
             x = x + _lin(attn.transpose(1, 2).reshape(U * P, Hq * D), w["o"])
-            x = x + _mlp(_rms(x, *w["ln2"]), w)
-        x = _rms(x.view(U, P, -1)[:, -1], model.model.norm.weight, model.model.norm.variance_epsilon)  # (U, H)
+            x = x + _mlp(self._norm(x, *w["ln2"]), w)
+        x = self._norm(x.view(U, P, -1)[:, -1], model.model.norm.weight, model.model.norm.variance_epsilon)  # (U, H)
         return _lin(x, self._head).float(), keys, values
 
     def step(self, tokens: torch.Tensor, positions: torch.Tensor, cache: SlabCache,
@@ -713,7 +719,7 @@ class _NativeDecoder:
         for i, w in enumerate(self._weights):
             if w["head_dim"] != D:
                 raise AhaError(f"native step: layer {i} has head_dim {w['head_dim']}, rotary gives {D}")
-            h = _rms(x, *w["ln1"])
+            h = self._norm(x, *w["ln1"])
             if len(w["qkv"]) == 1:
                 qkv = _lin(h, w["qkv"][0])  # (B, (Hq + 2 Hk) D)
                 v = qkv[:, (Hq + Hk) * D:].view(B, Hk, D)
@@ -740,8 +746,8 @@ class _NativeDecoder:
                 keys, values = layer.update(qk[:, Hq:, None, :], v[:, :, None, :])
                 attn = cascade_core(q, keys, values, prefix, i)  # (B, Hk, G, D)
             x = x + _lin(attn.reshape(B, Hq * D), w["o"])
-            x = x + _mlp(_rms(x, *w["ln2"]), w)
-        x = _rms(x, model.model.norm.weight, model.model.norm.variance_epsilon)
+            x = x + _mlp(self._norm(x, *w["ln2"]), w)
+        x = self._norm(x, model.model.norm.weight, model.model.norm.variance_epsilon)
         return _lin(x, self._head).float()  # (B, V)
 
 

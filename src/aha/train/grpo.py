@@ -534,10 +534,13 @@ def _completion_ids(r: Rollout) -> list[int]:
 
 
 def _by_length(rollouts: list[Rollout]) -> list[Rollout]:
-    """The rollouts ordered by completion length, then prompt length (stable), so micro-batches pad
-    little: completions pad to their micro-batch's longest, and prompts that repeat in a micro-batch
-    (a group's samples) run once each (see `completion_logprobs`)."""
-    return sorted(rollouts, key=lambda r: (len(_completion_ids(r)), len(r.prompt_ids)))
+    """The rollouts ordered by completion length, then prompt length, so micro-batches pad little:
+    completions pad to their micro-batch's longest, and prompts that repeat in a micro-batch (a
+    group's samples) run once each (see `completion_logprobs`). Group and sample index break ties,
+    so a set of rollouts always forms the same micro-batches whatever order it comes in (the
+    reference pass and the update then round alike)."""
+    return sorted(rollouts, key=lambda r: (len(_completion_ids(r)), len(r.prompt_ids), r.group,
+                                           r.completion.sample_index))
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:

@@ -24,6 +24,7 @@
  * OpenMP resolves to the runtime PyTorch already loaded, so the thread count is torch's.
  */
 #include <stdint.h>
+#include <math.h>
 #include <string.h>
 
 typedef float v16 __attribute__((vector_size(64)));
@@ -135,5 +136,22 @@ void aha_cascade_values(const float* weights, const float* pv, const int64_t* ro
             weighted_rows(w, pvh, P, D, o);
             weighted_rows(w + P, vh, T, D, o);
         }
+    }
+}
+
+/* RMSNorm of `rows` rows of H floats (row r at x + r * x_row_stride) into out (rows, H) contiguous:
+ * out = weight * (x / sqrt(mean(x^2) + eps)). The decode step's six PyTorch ops in one pass. */
+void aha_rms_norm(const float* x, int64_t x_row_stride, const float* weight, double eps, float* out,
+                  int64_t rows, int64_t H) {
+    #pragma omp parallel for schedule(static) if (rows * H >= 262144)
+    for (int64_t r = 0; r < rows; r++) {
+        const float* xr = x + r * x_row_stride;
+        float* o = out + r * H;
+        float ss = 0.0f;
+        #pragma omp simd reduction(+:ss)
+        for (int64_t i = 0; i < H; i++) ss += xr[i] * xr[i];
+        const float inv = 1.0f / sqrtf(ss / (float)H + (float)eps);
+        #pragma omp simd
+        for (int64_t i = 0; i < H; i++) o[i] = weight[i] * (xr[i] * inv);
     }
 }

@@ -8,8 +8,9 @@ import tempfile
 import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# the engine's compiled CPU kernel is built into a throwaway folder, not the user's ~/.cache/aha
-os.environ.setdefault("AHA_CACHE_DIR", tempfile.mkdtemp(prefix="aha-test-cache-"))
+# the engine's compiled CPU kernel is built into the temp folder (reused by later runs: the file name
+# hashes the source and compiler), not the user's ~/.cache/aha
+os.environ.setdefault("AHA_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"aha-test-cache-{os.getuid()}"))
 
 TINY_CORPUS = [
     "Ann says that Bob is a knight. Bob says that Ann is a knave. Who is a knight and who is a knave?",

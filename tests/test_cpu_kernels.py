@@ -82,11 +82,28 @@ def test_kernel_reads_queries_with_a_row_stride(kernels):
     torch.testing.assert_close(run(kernels, q, pk, pv, None, rows, k, v, 3), want, rtol=1e-5, atol=1e-5)
 
 
-def test_kernel_refuses_other_layouts(kernels):
-    q = torch.randn(2, 1, 1, 8).transpose(0, 3)  # (8, 1, 1, 2): heads not contiguous
-    with pytest.raises(ValueError, match="layout"):
-        kernels.attention(q, torch.zeros(1, 1, 2, 3), torch.zeros(1, 1, 3, 2), None, torch.zeros(8, dtype=torch.long),
-                          torch.zeros(8, 1, 2, 4), torch.zeros(8, 1, 4, 2), 1)
+def test_kernel_refuses_what_it_cannot_read(kernels):
+    # the C code trusts raw pointers, so every mismatch must be a clear error before it runs
+    B, Hk, G, D, U, P, cap = 2, 1, 2, 4, 2, 3, 5
+    good = dict(q=torch.randn(B, Hk, G, D), prompt_keys_t=torch.randn(U, Hk, D, P),
+                prompt_values=torch.randn(U, Hk, P, D), bias=None, row_prompt=torch.tensor([0, 1]),
+                keys_t=torch.randn(B, Hk, D, cap), values=torch.randn(B, Hk, cap, D), T=2)
+    kernels.attention(**good)
+    cases = [
+        (dict(q=torch.randn(B, Hk, D, G).transpose(-1, -2)), "layout"),         # queries not row-major
+        (dict(q=good["q"].double()), "dtype"),                                 # float64
+        (dict(values=torch.randn(B, Hk, cap, D).bfloat16()), "dtype"),         # low precision
+        (dict(T=cap + 1), "shapes"),                                           # beyond the buffer
+        (dict(keys_t=torch.randn(B, Hk, D, cap - 1)), "shapes"),               # buffers disagree
+        (dict(bias=torch.zeros(U, P + 1)), "shapes"),                          # mask of another prompt length
+        (dict(row_prompt=torch.tensor([0, 2])), "outside"),                    # no prompt 2
+        (dict(row_prompt=torch.tensor([0, 1], dtype=torch.int32)), "int64"),   # would be read as int64
+    ]
+    for change, message in cases:
+        with pytest.raises(ValueError, match=message):
+            kernels.attention(**{**good, **change})
+    with pytest.raises(ValueError, match="new_keys"):
+        kernels.attention(**good, new_keys=torch.randn(B, Hk, 2 * D)[..., ::2])  # every other float
 
 
 @pytest.fixture
@@ -136,3 +153,11 @@ def test_rms_norm_by_hand(kernels):
     torch.testing.assert_close(out, torch.tensor([[3.0 / 12.5 ** 0.5, 8.0 / 12.5 ** 0.5]]))
     with pytest.raises(ValueError, match="layout"):
         kernels.rms_norm(torch.zeros(2, 3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64), 0.0)
+
+
+def test_a_damaged_cached_file_is_rebuilt(fresh_state, kernels):
+    target = cpu_kernels.kernel_path()
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"not a shared library")  # e.g. a copy cut short by a full disk
+    assert cascade_kernels() is not None
+    assert target.read_bytes()[:4] == b"\x7fELF"

@@ -21,6 +21,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -40,8 +41,8 @@ class CascadeKernels:
     def __init__(self, lib: ctypes.CDLL):
         ptr, i64 = ctypes.c_void_p, ctypes.c_int64
         self._scores = lib.aha_cascade_scores
-        self._scores.argtypes = [ptr, i64, ptr, ptr, ptr, ptr, ptr, i64, ptr] + [i64] * 7
-        self._scores.restype = None
+        self._scores.argtypes = [ptr, i64, ptr, ptr, ptr, ptr, ptr, i64, ptr] + [i64] * 8
+        self._scores.restype = ctypes.c_int
         self._values = lib.aha_cascade_values
         self._values.argtypes = [ptr] * 5 + [i64] * 7
         self._values.restype = None
@@ -53,9 +54,8 @@ class CascadeKernels:
         """weight * x / sqrt(mean(x^2, -1) + eps) for float32 x (N, H) with contiguous rows (any row
         stride) and weight (H,) contiguous; returns (N, H) contiguous."""
         N, H = x.shape
-        if x.stride(1) != 1 or not weight.is_contiguous() or weight.shape != (H,) \
-                or x.dtype != torch.float32 or weight.dtype != torch.float32:
-            raise ValueError("rms kernel: unexpected tensor layout")
+        _require(_cpu_f32(x, weight) and (x.stride(1) == 1 or H == 1) and weight.shape == (H,)
+                 and weight.is_contiguous(), "rms kernel: unexpected tensor layout, dtype or device")
         out = x.new_empty((N, H))
         self._rms(x.data_ptr(), x.stride(0), weight.data_ptr(), eps, out.data_ptr(), N, H)
         return out
@@ -79,24 +79,46 @@ class CascadeKernels:
         B, Hk, G, D = q.shape
         U, _, P, _ = prompt_values.shape
         cap = values.shape[2]
-        if q.stride()[1:] != (G * D, D, 1) or not (prompt_keys_t.is_contiguous() and prompt_values.is_contiguous()
-                                                    and keys_t.is_contiguous() and values.is_contiguous()
-                                                    and row_prompt.is_contiguous()):
-            raise ValueError("cascade kernel: unexpected tensor layout")
-        if bias is not None and not bias.is_contiguous():
-            raise ValueError("cascade kernel: bias must be contiguous")
-        if new_keys is not None and (new_keys.stride()[1:] != (D, 1) or T < 1):
-            raise ValueError("cascade kernel: new_keys must be (B, Hk, D) with contiguous heads, and T >= 1")
+        # the C code trusts these (raw pointers): a wrong caller must fail here, not write out of bounds
+        dense = [prompt_keys_t, prompt_values, keys_t, values] + ([bias] if bias is not None else [])
+        _require(_cpu_f32(q, *dense, *([new_keys] if new_keys is not None else []))
+                 and all(t.is_contiguous() for t in dense) and _strides_ok(q, 1, (G * D, D, 1)),
+                 "cascade kernel: unexpected tensor layout, dtype or device")
+        _require(prompt_keys_t.shape == (U, Hk, D, P) and keys_t.shape == (B, Hk, D, cap)
+                 and values.shape == (B, Hk, cap, D) and (bias is None or bias.shape == (U, P))
+                 and 0 <= T <= cap, "cascade kernel: shapes do not agree")
+        _require(row_prompt.dtype == torch.int64 and row_prompt.device.type == "cpu" and row_prompt.shape == (B,)
+                 and row_prompt.is_contiguous(), "cascade kernel: row_prompt must be (B,) int64 on the CPU")
+        if new_keys is not None:
+            _require(new_keys.shape == (B, Hk, D) and _strides_ok(new_keys, 1, (D, 1)) and T >= 1,
+                     "cascade kernel: new_keys must be (B, Hk, D) with contiguous heads, and T >= 1")
         scores = q.new_empty((B, Hk, G, P + T))  # (B, Hk, G, P + T)
-        self._scores(q.data_ptr(), q.stride(0), prompt_keys_t.data_ptr(),
-                     bias.data_ptr() if bias is not None else None, row_prompt.data_ptr(), keys_t.data_ptr(),
-                     new_keys.data_ptr() if new_keys is not None else None,
-                     new_keys.stride(0) if new_keys is not None else 0, scores.data_ptr(), B, Hk, G, D, P, T, cap)
+        bad = self._scores(q.data_ptr(), q.stride(0), prompt_keys_t.data_ptr(),
+                           bias.data_ptr() if bias is not None else None, row_prompt.data_ptr(), keys_t.data_ptr(),
+                           new_keys.data_ptr() if new_keys is not None else None,
+                           new_keys.stride(0) if new_keys is not None else 0, scores.data_ptr(),
+                           B, Hk, G, D, U, P, T, cap)
+        _require(bad == 0, f"cascade kernel: row_prompt holds a prompt index outside 0..{U - 1}")
         weights = torch.softmax(scores, dim=-1)  # (B, Hk, G, P + T)
         out = q.new_empty((B, Hk, G, D))  # (B, Hk, G, D)
         self._values(weights.data_ptr(), prompt_values.data_ptr(), row_prompt.data_ptr(), values.data_ptr(),
                      out.data_ptr(), B, Hk, G, D, P, T, cap)
         return out
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def _cpu_f32(*tensors: torch.Tensor) -> bool:
+    return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+
+
+def _strides_ok(t: torch.Tensor, first: int, strides: tuple[int, ...]) -> bool:
+    """Dims first.. of t have these strides (dims of size 1 may have any: they are never stepped)."""
+    return all(size == 1 or stride == want
+               for size, stride, want in zip(t.shape[first:], t.stride()[first:], strides))
 
 
 def cascade_kernels() -> CascadeKernels | None:
@@ -134,27 +156,43 @@ def _cpu_features() -> str:
     return platform.processor()
 
 
-def _load() -> ctypes.CDLL:
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+def _compiler() -> list[str]:
+    compiler = shlex.split(os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or "")
     if not compiler:
         raise RuntimeError("no C compiler found (set CC)")
-    source = _SOURCE.read_bytes()
-    key = hashlib.sha256(b"\0".join([source, compiler.encode(), " ".join(_FLAGS).encode(),
+    return compiler
+
+
+def kernel_path(compiler: list[str] | None = None) -> Path:
+    """The cached library's path for this source, compiler, flags and CPU."""
+    compiler = compiler or _compiler()
+    key = hashlib.sha256(b"\0".join([_SOURCE.read_bytes(), " ".join(compiler).encode(), " ".join(_FLAGS).encode(),
                                      _cpu_features().encode(), platform.machine().encode()])).hexdigest()[:20]
-    target = cache_dir() / f"cascade_attention-{key}.so"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-        os.close(fd)
+    return cache_dir() / f"cascade_attention-{key}.so"
+
+
+def _load() -> ctypes.CDLL:
+    """Load the compiled kernels, building them first when this machine has no cached copy."""
+    compiler = _compiler()
+    target = kernel_path(compiler)
+    if target.exists():
         try:
-            done = subprocess.run([compiler, *_FLAGS, str(_SOURCE), "-o", tmp, "-lm"], capture_output=True,
-                                  text=True, timeout=120)
-            if done.returncode != 0:
-                raise RuntimeError(f"{compiler} failed: {done.stderr.strip()[-400:]}")
-            os.replace(tmp, target)  # atomic: concurrent processes never load a half-written file
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            return ctypes.CDLL(str(target))
+        except OSError:  # a damaged file (a full disk, a crash mid-copy): build it again
+            target.unlink(missing_ok=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        done = subprocess.run([*compiler, *_FLAGS, str(_SOURCE), "-o", tmp, "-lm"], capture_output=True,
+                              text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(compiler)} failed: {done.stderr.strip()[-400:]}")
+        os.chmod(tmp, 0o755)  # mkstemp makes it private; other users of a shared cache dir load it too
+        os.replace(tmp, target)  # atomic: concurrent processes never load a half-written file
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return ctypes.CDLL(str(target))
 
 
@@ -198,3 +236,7 @@ def _self_check(kernels: CascadeKernels) -> None:
             want = torch.cat([want, want])
         if not torch.allclose(got, want, rtol=1e-4, atol=1e-5):
             raise RuntimeError(f"self-check failed (max error {(got - want).abs().max().item():.2e})")
+    x, w = torch.randn(5, 40, generator=g), torch.randn(40, generator=g)
+    want = w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6))
+    if not torch.allclose(kernels.rms_norm(x, w, 1e-6), want, rtol=1e-4, atol=1e-5):
+        raise RuntimeError("self-check of the RMSNorm kernel failed")

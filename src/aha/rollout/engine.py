@@ -446,7 +446,7 @@ class _Prefix:
         self.values, self.bias = values, bias
         self.keys_t = [k.transpose(-1, -2).contiguous() for k in keys] if transposed_keys else []
         self.keys = [] if transposed_keys else keys
-        self.bias2d = bias.reshape(bias.shape[0], bias.shape[-1]).contiguous() if bias is not None else None
+        self.bias2d = bias.reshape(bias.shape[0], bias.shape[-1]).float().contiguous() if bias is not None else None
         self.slot = torch.zeros(0, dtype=torch.long)
         self.row_prompt = torch.zeros(0, dtype=torch.long)
         self.group = 1
@@ -641,9 +641,9 @@ class _NativeDecoder:
         self._weights = weights
         self._head = _lin_spec(self.model.lm_head.weight, self.model.lm_head.bias, pack)
         self.packed = pack
-        head = self.model.lm_head.weight
-        # the compiled attention: float32 on CPU only (it reads raw float32 buffers)
-        self.kernels = cascade_kernels() if head.device.type == "cpu" and head.dtype == torch.float32 else None
+        # the compiled kernels read raw float32 CPU buffers: every parameter must be one
+        cpu_f32 = all(p.device.type == "cpu" and p.dtype == torch.float32 for p in self.model.parameters())
+        self.kernels = cascade_kernels() if cpu_f32 else None
 
     def _norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         """RMSNorm of (N, H) rows: one compiled pass where the CPU kernels are in use, else `_rms`."""
@@ -1034,6 +1034,7 @@ class EngineGenerator:
                 bias = torch.zeros((U, 1, 1, P), device=device).masked_fill_(~valid_u[:, None, None, :], float("-inf"))
             kernel = self._native is not None and self._native.kernels is not None
             prefix = _Prefix(pkeys, pvalues, bias, transposed_keys=kernel)
+            pkeys = pvalues = None  # the prefix holds what decoding needs (transposed keys for the kernel)
             prefix.assign(row_unique, device)
             cache = SlabCache(self.num_layers, gen_cap, offset=P, keys_transposed=kernel)
             capacity = gen_cap

@@ -20,8 +20,10 @@
  *   scores  (B, Hk, G, P + T), weights (B, Hk, G, P + T), out (B, Hk, G, D)
  * Query head h * G + g reads KV head h (grouped-query attention).
  *
- * Built by aha/rollout/cpu_kernels.py with the machine's C compiler (-O3 -march=native -fopenmp);
- * OpenMP resolves to the runtime PyTorch already loaded, so the thread count is torch's.
+ * Built by aha/rollout/cpu_kernels.py with the machine's C compiler (-O3 -march=native -fopenmp).
+ * Loaded after torch, libgomp normally resolves to the copy PyTorch's CPU wheels load (same soname),
+ * so the thread count is torch's; with another OpenMP runtime (a renamed libgomp, Intel's) the
+ * kernel runs on its own runtime's default threads.
  */
 #include <stdint.h>
 #include <math.h>
@@ -93,11 +95,14 @@ static void weighted_rows(const float* w, const float* v, int64_t n, int64_t D, 
     }
 }
 
-void aha_cascade_scores(const float* q, int64_t q_row_stride, const float* pkt, const float* bias,
-                        const int64_t* row_u, float* kt, const float* new_k, int64_t new_k_row_stride,
-                        float* scores, int64_t B, int64_t Hk, int64_t G, int64_t D, int64_t P, int64_t T,
-                        int64_t cap) {
+/* Returns 0, or 1 (computing nothing) when a row_u entry is outside 0..U-1. */
+int aha_cascade_scores(const float* q, int64_t q_row_stride, const float* pkt, const float* bias,
+                       const int64_t* row_u, float* kt, const float* new_k, int64_t new_k_row_stride,
+                       float* scores, int64_t B, int64_t Hk, int64_t G, int64_t D, int64_t U, int64_t P,
+                       int64_t T, int64_t cap) {
     const int64_t L = P + T;
+    for (int64_t b = 0; b < B; b++)
+        if (row_u[b] < 0 || row_u[b] >= U) return 1;
     #pragma omp parallel for schedule(static)
     for (int64_t bh = 0; bh < B * Hk; bh++) {
         const int64_t b = bh / Hk, h = bh % Hk, u = row_u[b];
@@ -118,6 +123,7 @@ void aha_cascade_scores(const float* q, int64_t q_row_stride, const float* pkt, 
             dot_columns(qg, k, cap, T, D, s + P);
         }
     }
+    return 0;
 }
 
 void aha_cascade_values(const float* weights, const float* pv, const int64_t* row_u, const float* v,

@@ -431,8 +431,59 @@ def test_lora_model_matches_its_base(tok):
     expected = [c.token_ids for c in EngineGenerator(base, tok).generate(prompts, params)]
     peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))  # B = 0: no change
     gen = EngineGenerator(peft_model, tok)
-    assert gen.mode == "cascade"
+    assert gen.mode == "native"
     assert [c.token_ids for c in gen.generate(prompts, params)] == expected
+
+
+def lora_model(seed: int = 0, **config):
+    """make_model() with LoRA on every projection and non-zero B (peft starts B at zero)."""
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(make_model(), LoraConfig(r=4, lora_alpha=8, lora_dropout=0.1,
+                                                    target_modules="all-linear", **config))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return model.train()  # as in training: dropout on; generation must switch it off
+
+
+@pytest.mark.parametrize("mode", ["native", "cascade"])
+def test_lora_adapters_decode_like_generate(tok, mode):
+    # native: the adapters merged into the step's weight copies; cascade: the peft model's own forward
+    model = lora_model()
+    prompts = random_prompts([5, 2, 9])
+    expected = hf_greedy(model.eval(), prompts, [EOS], 12)
+    model.train()
+    gen = EngineGenerator(model, tok, eos_token_ids=[EOS], mode=mode)
+    out = gen.generate(prompts, SamplingParams(temperature=0.0, max_new_tokens=12, n=2))
+    assert [c.token_ids for c in out] == [expected[c.prompt_index] for c in out]
+    assert model.training  # restored
+    with model.disable_adapter():
+        assert hf_greedy(model.eval(), prompts, [EOS], 12) != expected  # the adapters do change the output
+
+
+def test_lora_updates_between_calls_are_seen_by_the_native_step(tok):
+    model = lora_model()
+    gen = EngineGenerator(model, tok, eos_token_ids=[EOS])
+    assert gen.mode == "native"
+    prompts = random_prompts([5, 3])
+    params = SamplingParams(temperature=0.0, max_new_tokens=10)
+    before = [c.token_ids for c in gen.generate(prompts, params)]
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_A" in name:
+                p.add_(torch.randn_like(p) * 0.5)
+    after = [c.token_ids for c in gen.generate(prompts, params)]
+    assert after != before
+    assert after == hf_greedy(model.eval(), prompts, [EOS], 10)
+
+
+def test_adapter_variants_fall_back_to_the_peft_forward(tok):
+    # DoRA rescales the merged weight by a learned magnitude: not a plain delta, so not merged natively
+    model = lora_model(use_dora=True)
+    assert EngineGenerator(model, tok, eos_token_ids=[EOS]).mode == "cascade"
 
 
 # ----------------------------------------------------------------------------- decode-step internals

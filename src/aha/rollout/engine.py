@@ -573,6 +573,7 @@ class _NativeDecoder:
     """
 
     def __init__(self, model: Any):
+        model = hf_model(model)  # LoRA layers stay inside it; `_linear_parts` merges them
         self.model = model
         base = model.model
         self.layers = list(base.layers)
@@ -586,9 +587,12 @@ class _NativeDecoder:
 
     @staticmethod
     def supports(model: Any) -> bool:
-        """True when `model` is a plain Llama-family causal LM this step reproduces exactly."""
+        """True when `model` is a Llama-family causal LM this step reproduces: plain, or with plain LoRA
+        adapters on its attention/MLP projections (merged into the step's weight copies), when small
+        enough for those copies."""
+        wrapped, model = model, hf_model(model)
         cfg = getattr(model, "config", None)
-        if getattr(cfg, "model_type", None) not in _NATIVE_TYPES or hasattr(model, "get_base_model"):
+        if getattr(cfg, "model_type", None) not in _NATIVE_TYPES:
             return False
         base = getattr(model, "model", None)
         if base is None or not isinstance(getattr(model, "lm_head", None), torch.nn.Linear) \
@@ -601,8 +605,10 @@ class _NativeDecoder:
             attn, mlp = layer.self_attn, getattr(layer, "mlp", None)
             linears = [getattr(attn, n, None) for n in ("q_proj", "k_proj", "v_proj", "o_proj")] + \
                 [getattr(mlp, n, None) for n in ("gate_proj", "up_proj", "down_proj")]
-            if any(type(x) is not torch.nn.Linear for x in linears):
+            if any(_linear_parts(x) is None for x in linears):
                 return False
+            if wrapped is not model and sum(p.numel() for p in model.parameters()) > _FUSE_MAX_PARAMS:
+                return False  # merged copies of every adapted weight at each call: only for small models
             if type(getattr(mlp, "act_fn", None)).__name__ not in ("SiLU", "SiLUActivation"):
                 return False
             if abs(getattr(attn, "scaling", 0.0) - attn.head_dim ** -0.5) > 1e-12:
@@ -623,20 +629,20 @@ class _NativeDecoder:
             w: dict[str, Any] = {
                 "ln1": (layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon),
                 "ln2": (layer.post_attention_layernorm.weight, layer.post_attention_layernorm.variance_epsilon),
-                "o": _lin_spec(a.o_proj.weight, a.o_proj.bias, pack),
-                "down": _lin_spec(m.down_proj.weight, m.down_proj.bias, pack),
+                "o": _lin_spec(*_linear_parts(a.o_proj), pack),
+                "down": _lin_spec(*_linear_parts(m.down_proj), pack),
                 "q_norm": (a.q_norm.weight, a.q_norm.variance_epsilon) if hasattr(a, "q_norm") else None,
                 "k_norm": (a.k_norm.weight, a.k_norm.variance_epsilon) if hasattr(a, "k_norm") else None,
                 "head_dim": a.head_dim,
             }
-            qkv = [a.q_proj, a.k_proj, a.v_proj]
-            gu = [m.gate_proj, m.up_proj]
+            qkv = [_linear_parts(x) for x in (a.q_proj, a.k_proj, a.v_proj)]
+            gu = [_linear_parts(x) for x in (m.gate_proj, m.up_proj)]
             if self.fuse:
-                w["qkv"] = [_lin_spec(torch.cat([x.weight for x in qkv]), _cat_bias(qkv), pack)]
-                w["gu"] = [_lin_spec(torch.cat([x.weight for x in gu]), _cat_bias(gu), pack)]
+                w["qkv"] = [_lin_spec(torch.cat([wt for wt, _ in qkv]), _cat_bias(qkv), pack)]
+                w["gu"] = [_lin_spec(torch.cat([wt for wt, _ in gu]), _cat_bias(gu), pack)]
             else:
-                w["qkv"] = [_lin_spec(x.weight, x.bias, False) for x in qkv]
-                w["gu"] = [_lin_spec(x.weight, x.bias, False) for x in gu]
+                w["qkv"] = [_lin_spec(wt, b, False) for wt, b in qkv]
+                w["gu"] = [_lin_spec(wt, b, False) for wt, b in gu]
             weights.append(w)
         self._weights = weights
         self._head = _lin_spec(self.model.lm_head.weight, self.model.lm_head.bias, pack)
@@ -804,10 +810,40 @@ def _lin(x: torch.Tensor, spec: tuple) -> torch.Tensor:
     return torch.nn.functional.linear(x, weight, bias)
 
 
-def _cat_bias(linears: list[torch.nn.Linear]) -> torch.Tensor | None:
-    if all(x.bias is None for x in linears):
+def _cat_bias(parts: list[tuple[torch.Tensor, torch.Tensor | None]]) -> torch.Tensor | None:
+    """The biases of (weight, bias) pairs concatenated (zeros where one has none), or None if none has."""
+    if all(b is None for _, b in parts):
         return None
-    return torch.cat([x.bias if x.bias is not None else x.weight.new_zeros(x.out_features) for x in linears])
+    return torch.cat([b if b is not None else w.new_zeros(w.shape[0]) for w, b in parts])
+
+
+def _linear_parts(module: Any) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """(weight, bias) of the linear map `module` computes in eval mode, or None if it is not one the
+    native step can reproduce.
+
+    A plain nn.Linear gives its own parameters. A peft LoRA layer over an nn.Linear gives its base
+    weight plus, for each active unmerged adapter, the adapter's delta (B @ A * scaling, peft's own
+    get_delta_weight): the same function as base(x) + B(A(x)) * scaling up to float rounding, since
+    dropout is off in eval mode. Adapter variants (DoRA and the like) and adapters with a bias are
+    refused (None).
+    """
+    if type(module) is torch.nn.Linear:
+        return module.weight, module.bias
+    base = getattr(module, "base_layer", None)
+    lora_a, lora_b = getattr(module, "lora_A", None), getattr(module, "lora_B", None)
+    if type(base) is not torch.nn.Linear or lora_a is None or lora_b is None or not hasattr(module, "get_delta_weight"):
+        return None
+    if module.disable_adapters or module.merged:
+        return base.weight, base.bias
+    weight = base.weight
+    for name in module.active_adapters:
+        if name not in lora_a:
+            continue
+        if name in getattr(module, "lora_variant", {}) or getattr(module, "use_dora", {}).get(name) \
+                or lora_b[name].bias is not None:
+            return None
+        weight = weight + module.get_delta_weight(name).to(weight.dtype)
+    return weight, base.bias
 
 
 def _mlp(h: torch.Tensor, w: dict[str, Any]) -> torch.Tensor:

@@ -12,6 +12,7 @@ repeat uses a different seed (as successive training steps do).
 
     python3 benchmarks/engine_profile.py --threads 1 [--repeats 3] [--backends hf,engine]
     python3 benchmarks/engine_profile.py --threads 1 --profile [--top 25]   # torch profiler, engine only
+    python3 benchmarks/engine_profile.py --threads 2 --lora 16 [--mode cascade]   # with a LoRA adapter
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--backends", default="hf,engine")
     ap.add_argument("--mode", default="auto", help="engine mode (auto, native, cascade, slab, dynamic)")
     ap.add_argument("--profile", action="store_true", help="print the torch profiler's top ops of one engine call")
+    ap.add_argument("--lora", type=int, default=0,
+                    help="wrap the model in a LoRA adapter of this rank on every projection (0 = none)")
     ap.add_argument("--top", type=int, default=25)
     args = ap.parse_args(argv)
 
@@ -60,6 +63,14 @@ def main(argv: list[str] | None = None) -> dict:
 
     torch.set_num_threads(args.threads)
     model, tokenizer, prompts = build_workload(args.prompts)
+    if args.lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=args.lora, lora_alpha=2 * args.lora, target_modules="all-linear"))
+        with torch.no_grad():  # peft starts B at zero; make the adapter change the model
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0.0, 0.02, generator=torch.Generator().manual_seed(0))
     print(f"threads {torch.get_num_threads()}, {len(prompts)} prompts x {args.samples}, prompt tokens "
           f"{min(map(len, prompts))}-{max(map(len, prompts))}, max_new {args.max_new}", flush=True)
     backends = args.backends.split(",")

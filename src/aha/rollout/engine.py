@@ -19,12 +19,14 @@ models the per-step work outside the model's arithmetic is a large share of the 
 - checks stop strings by decoding a short tail of a row, only after tokens that can end one.
 
 Decode steps (EngineGenerator `mode`), the first one the model supports by default:
-- "native": plain Llama/Mistral/Qwen2/Qwen3 models: a lean prefill and decode step over the model's
+- "native": Llama/Mistral/Qwen2/Qwen3 models, plain or with plain LoRA adapters (merged into the
+  step's weight copies at each call, see `_linear_parts`): a lean prefill and decode step over the model's
   own weights (`_NativeDecoder`), which skips transformers' per-module overhead (most of a small
   model's step) and, for float32 on CPU, runs the linear layers through oneDNN (see `_lin`) and the
   attention through a small compiled kernel when the machine can build it (`aha.rollout.cpu_kernels`);
 - "cascade": any full-attention model whose attention goes through transformers' AttentionInterface,
-  PEFT-wrapped ones included: the model's forward with `cascade_attention` plugged in;
+  PEFT-wrapped ones the native step refuses (DoRA, large models) included: the model's forward with
+  `cascade_attention` plugged in;
 - "slab": other full-attention models: the model's forward and attention, prompt cache copied per row;
 - "dynamic": anything else (sliding-window or hybrid layers): transformers' DynamicCache, 2D masks.
 The prefill is the model's own forward in the other modes.
@@ -880,7 +882,7 @@ class EngineGenerator:
         it (their compute is wasted until then, but each removal copies the live cache rows).
     mode: how decode steps run:
         "native": cascade attention (below) inside a lean decode step over the model's weights
-            (`_NativeDecoder`): plain Llama/Mistral/Qwen2/Qwen3 models without adapters.
+            (`_NativeDecoder`): Llama/Mistral/Qwen2/Qwen3 models, plain or with plain LoRA adapters.
         "cascade": the prompt's keys/values are kept once per distinct prompt and read by all its rows
             (`cascade_attention`); only generated keys/values are per row. Needs full attention and
             a model that dispatches attention through transformers' AttentionInterface (PEFT is fine).

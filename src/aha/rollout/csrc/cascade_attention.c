@@ -3,9 +3,9 @@
  * One new query per row attends over its prompt's keys (shared by all rows of that prompt: stored
  * once per distinct prompt) followed by the row's own generated keys. PyTorch does this as several
  * small batched matmuls plus layout copies; on a CPU those are latency-bound (each (row, head) is a
- * 2 x 64 by 64 x T product). Here each (row, KV head) is one task of an OpenMP loop that streams
- * its keys once, so the step runs near memory bandwidth. The softmax between the two passes stays in
- * PyTorch (aha/rollout/cpu_kernels.py), so only dot products are computed here.
+ * 2 x 64 by 64 x T product). Here each (row, KV head) is one task of an OpenMP loop that reads its
+ * keys and values once, in long contiguous runs, with no layout copies. The softmax between the two
+ * passes stays in PyTorch (aha/rollout/cpu_kernels.py), so only dot products are computed here.
  *
  * Layouts (all float32, contiguous unless a stride is given; sizes int64):
  *   q       (B, Hk, G, D) queries, already scaled; row b starts at q + b * q_row_stride

@@ -10,7 +10,8 @@ import pytest
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # the engine's compiled CPU kernel is built into the temp folder (reused by later runs: the file name
 # hashes the source and compiler), not the user's ~/.cache/aha
-os.environ.setdefault("AHA_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"aha-test-cache-{os.getuid()}"))
+_user = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
+os.environ.setdefault("AHA_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"aha-test-cache-{_user}"))
 
 TINY_CORPUS = [
     "Ann says that Bob is a knight. Bob says that Ann is a knave. Who is a knight and who is a knave?",

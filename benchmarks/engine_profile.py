@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 
 def build_workload(prompts: int = 8, seed: int = 0):
@@ -29,9 +31,10 @@ def build_workload(prompts: int = 8, seed: int = 0):
     from aha.train.common import render_prompt
     from aha.train.grpo import example_at
 
-    task_options = {"people": "4-5", "count": 200, "test_count": 10, "seed": 0, "trace_style": "none",
-                    "system_prompt": ""}
-    task = get_task("knights-knaves", **task_options)
+    sys.path.insert(0, str(Path(__file__).parent))
+    from grpo_step import TASK_OPTIONS  # one definition of the workload's puzzles
+
+    task = get_task("knights-knaves", **TASK_OPTIONS)
     tokenizer = train_tokenizer(task.corpus(2000, 0), vocab_size=2000)
     tokenizer.add_tokens([f"<extra_{i}>" for i in range(2000 - len(tokenizer))])
     model = build_model(tokenizer, "tiny", seed=0).eval()

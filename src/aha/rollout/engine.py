@@ -440,7 +440,7 @@ class _Prefix:
         `group` live rows, consecutive in the batch; then rows and grid differ by a reshape only.
     row_prompt: (B,) int64 prompt index of each batch row.
     keys_t: with `transposed_keys`, per layer (U, H_kv, D, P) contiguous (the compiled kernel's
-        layout; `keys` is then unused and empty); bias2d: the bias as (U, P), or None.
+        layout; `keys` is then unused and empty); bias2d: then the bias as (U, P) float32, or None.
     """
 
     def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], bias: torch.Tensor | None,
@@ -448,7 +448,8 @@ class _Prefix:
         self.values, self.bias = values, bias
         self.keys_t = [k.transpose(-1, -2).contiguous() for k in keys] if transposed_keys else []
         self.keys = [] if transposed_keys else keys
-        self.bias2d = bias.reshape(bias.shape[0], bias.shape[-1]).float().contiguous() if bias is not None else None
+        self.bias2d = bias.reshape(bias.shape[0], bias.shape[-1]).float().contiguous() \
+            if bias is not None and transposed_keys else None
         self.slot = torch.zeros(0, dtype=torch.long)
         self.row_prompt = torch.zeros(0, dtype=torch.long)
         self.group = 1
@@ -475,6 +476,7 @@ class _Prefix:
         self.values = [v.index_select(0, groups) for v in self.values]
         if self.bias is not None:
             self.bias = self.bias.index_select(0, groups)
+        if self.bias2d is not None:
             self.bias2d = self.bias2d.index_select(0, groups)
 
     def to_grid(self, x: torch.Tensor) -> torch.Tensor:
@@ -596,6 +598,8 @@ class _NativeDecoder:
         cfg = getattr(model, "config", None)
         if getattr(cfg, "model_type", None) not in _NATIVE_TYPES:
             return False
+        if wrapped is not model and sum(p.numel() for p in model.parameters()) > _FUSE_MAX_PARAMS:
+            return False  # merged copies of every adapted weight at each call: only for small models
         base = getattr(model, "model", None)
         if base is None or not isinstance(getattr(model, "lm_head", None), torch.nn.Linear) \
                 or not hasattr(base, "rotary_emb") or type(base.embed_tokens) is not torch.nn.Embedding:
@@ -609,8 +613,6 @@ class _NativeDecoder:
                 [getattr(mlp, n, None) for n in ("gate_proj", "up_proj", "down_proj")]
             if any(_linear_parts(x) is None for x in linears):
                 return False
-            if wrapped is not model and sum(p.numel() for p in model.parameters()) > _FUSE_MAX_PARAMS:
-                return False  # merged copies of every adapted weight at each call: only for small models
             if type(getattr(mlp, "act_fn", None)).__name__ not in ("SiLU", "SiLUActivation"):
                 return False
             if abs(getattr(attn, "scaling", 0.0) - attn.head_dim ** -0.5) > 1e-12:

@@ -27,8 +27,9 @@ from pathlib import Path
 def build_workload(prompts: int = 8, seed: int = 0):
     """(model, tokenizer, prompt id lists) exactly as grpo_step.py builds them (without the disk round trip)."""
     from aha.models import build_model, train_tokenizer
+    from aha.prompts import render_prompt
     from aha.tasks import get_task
-    from aha.train.common import render_prompt
+    from aha.tasks.base import preopens_think
     from aha.train.grpo import example_at
 
     sys.path.insert(0, str(Path(__file__).parent))
@@ -39,7 +40,7 @@ def build_workload(prompts: int = 8, seed: int = 0):
     tokenizer.add_tokens([f"<extra_{i}>" for i in range(2000 - len(tokenizer))])
     model = build_model(tokenizer, "tiny", seed=0).eval()
     examples = list(task.examples("train"))
-    think = bool(getattr(task, "think_preopened", False))
+    think = preopens_think(task)
     ids = [render_prompt(tokenizer, example_at(examples, i, seed).prompt, think) for i in range(prompts)]
     return model, tokenizer, ids
 

@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     gen_tps = statistics.median(r["tokens_per_s"] for r in rows)
     gen_seconds = statistics.median(r["time/generation"] for r in rows)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    from aha.train.common import render_prompt
+    from aha.prompts import render_prompt
 
     prompt_len = statistics.mean(len(render_prompt(tokenizer, ex.prompt)) for ex in list(task.examples("train"))[:64])
     result = {"seconds_per_step": step_seconds, "generation_seconds": gen_seconds,

@@ -42,8 +42,8 @@ def evaluate(model: Any, tokenizer: Any, task: Any, examples: list[Example], par
     examples: the problems (ids must be unique). params: sampling settings (params.n samples each).
     Returns the results dict (also written as results.json).
     """
-    from aha.train.common import render_prompt
-    from aha.train.grpo import safe_verify
+    from aha.prompts import render_prompt
+    from aha.tasks.base import preopens_think, safe_verify
 
     ids = [ex.id for ex in examples]
     if len(set(ids)) != len(ids):
@@ -66,7 +66,7 @@ def evaluate(model: Any, tokenizer: Any, task: Any, examples: list[Example], par
         samples_file.unlink()
     settings_file.write_text(json.dumps(settings, indent=2))
 
-    think_preopened = bool(getattr(task, "think_preopened", False))
+    think_preopened = preopens_think(task)
     if generator is None:
         from aha.rollout import get_generator
 

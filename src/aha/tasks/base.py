@@ -67,9 +67,14 @@ class Verdict:
 
 
 class Task:
-    """Base class of tasks. Subclasses set `name` and implement `examples` and `verify`."""
+    """Base class of tasks. Subclasses set `name` and implement `examples` and `verify`.
+
+    think_preopened: the assistant turn of this task's prompts starts with `<think>`, written by
+    the prompt renderer (`aha.prompts.render_prompt`); completions then continue the reasoning.
+    """
 
     name: str = "task"
+    think_preopened: bool = False
 
     def examples(self, split: str = "train") -> Iterator[Example]:
         """The examples of a split ("train", "test", ...)."""
@@ -101,3 +106,17 @@ def get_task(name: str, **options: Any) -> Task:
     import aha.tasks  # noqa: F401  (registers the built-in tasks)
 
     return TASKS.get(name)(**options)
+
+
+def safe_verify(task: Any, text: str, example: Example) -> Verdict:
+    """`task.verify`, with a verifier that raises anyway counted as a wrong completion: one strange
+    completion must not end a training run or an evaluation."""
+    try:
+        return task.verify(text, example)
+    except Exception as exc:  # noqa: BLE001 - model output is untrusted
+        return Verdict(error=f"verifier error: {type(exc).__name__}")
+
+
+def preopens_think(task: Any) -> bool:
+    """Whether `task`'s prompts open `<think>` for the model (tasks not derived from `Task` included)."""
+    return bool(getattr(task, "think_preopened", False))

@@ -89,3 +89,26 @@ def load_training_state(ckpt: Path, optimizer: Any, scheduler: Any) -> dict[str,
         scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=False))
     set_rng_state(torch.load(ckpt / "rng.pt", weights_only=False))
     return json.loads((ckpt / "state.json").read_text())
+
+
+def load_weights(model: Any, folder: Path) -> None:
+    """Load checkpoint weights into the live model (full weights, or the LoRA adapter)."""
+    from safetensors.torch import load_file
+
+    adapter = folder / "adapter_model.safetensors"
+    if adapter.is_file():
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, load_file(str(adapter)))
+        return
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise AhaError(f"checkpoint {folder} holds no weights")
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        state.update(load_file(str(f)))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("lm_head.weight")]  # tied to the embeddings
+    if missing or unexpected:
+        raise AhaError(f"checkpoint {folder} does not match the model (missing {missing[:3]}, "
+                       f"unexpected {unexpected[:3]})")

@@ -1,5 +1,5 @@
-"""Pieces shared by the RL and SFT loops: policy loading with LoRA, prompt rendering, optimizer and
-schedule, token log-probs, padding."""
+"""Pieces shared by the RL and SFT loops: policy loading with LoRA, optimizer and schedule, token
+log-probs, padding."""
 
 from __future__ import annotations
 
@@ -11,14 +11,6 @@ import torch.nn.functional as F
 
 from aha.config import LoraConfig, ModelConfig
 from aha.errors import AhaError
-
-
-def render_prompt(tokenizer: Any, messages: list[dict[str, str]], think_preopened: bool = False) -> list[int]:
-    """Token ids of a chat prompt ending with the opened assistant turn (and `<think>` if pre-opened)."""
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    if think_preopened:
-        text += "<think>"
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def attach_lora(model: Any, lora: LoraConfig) -> Any:

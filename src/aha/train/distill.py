@@ -68,9 +68,9 @@ def solver_samples(examples: list[Any], n: int) -> list[Completion]:
 
 def distill(cfg: DistillConfig, generator: Any = None, tokenizer: Any = None) -> Path:
     """Run distillation; `generator`/`tokenizer` may be injected (tests use a fake teacher)."""
+    from aha.prompts import render_prompt
     from aha.tasks import get_task
-    from aha.train.common import render_prompt
-    from aha.train.grpo import safe_verify
+    from aha.tasks.base import preopens_think, safe_verify
 
     task = get_task(cfg.task, **cfg.task_options)
     examples = list(task.examples(cfg.split))
@@ -80,7 +80,7 @@ def distill(cfg: DistillConfig, generator: Any = None, tokenizer: Any = None) ->
         raise AhaError(f"task {cfg.task!r} has no examples in split {cfg.split!r}")
     run = RunDir.create(cfg.run.out_dir or None, "distill")
     run.write_config(cfg)
-    think_preopened = bool(getattr(task, "think_preopened", False))
+    think_preopened = preopens_think(task)
     if cfg.teacher.kind == "model" and generator is None:
         from aha.models import load_model, load_tokenizer
         from aha.rollout import get_generator

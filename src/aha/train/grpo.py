@@ -43,17 +43,17 @@ from aha.models import (
     output_cache,
     plain_kv_cache,
 )
+from aha.prompts import render_prompt
 from aha.rewards.base import RewardBatch
 from aha.rollout.base import Completion, SamplingParams
 from aha.runs import RunDir, append_jsonl, progress, read_jsonl
-from aha.tasks.base import Example, Verdict
-from aha.train.checkpoint import latest_checkpoint, load_training_state, save_checkpoint
+from aha.tasks.base import Example, Verdict, preopens_think, safe_verify
+from aha.train.checkpoint import latest_checkpoint, load_training_state, load_weights, save_checkpoint
 from aha.train.common import (
     load_policy,
     logprobs_from_logits,
     make_optimizer,
     pad_right,
-    render_prompt,
     token_logprobs,
 )
 from aha.train.config import TrainConfig
@@ -86,14 +86,6 @@ def example_at(examples: list[Example], position: int, seed: int) -> Example:
 
 def step_seed(seed: int, step: int, round_: int = 0) -> int:
     return (seed * 1_000_003 + step * 7_919 + round_ * 104_729) % 2**31
-
-
-def safe_verify(task: Any, text: str, example: Example) -> Verdict:
-    """Verifiers must not raise; if one does anyway, the completion is wrong, not the run dead."""
-    try:
-        return task.verify(text, example)
-    except Exception as exc:  # noqa: BLE001 - model output is untrusted
-        return Verdict(error=f"verifier error: {type(exc).__name__}")
 
 
 def completion_logprobs(model: Any, prompts: list[list[int]], completions: list[list[int]], pad_id: int,
@@ -228,7 +220,7 @@ def train(cfg: TrainConfig) -> Path:
     if not train_examples:
         raise AhaError(f"task {cfg.task.name!r} has no examples in split {cfg.task.train_split!r}")
     val_examples = list(islice(task.examples(cfg.task.val_split), cfg.val_size)) if cfg.val_every else []
-    think_preopened = bool(getattr(task, "think_preopened", False))
+    think_preopened = preopens_think(task)
 
     run = RunDir.create(resume_from or cfg.run.out_dir or None, "train", resume=resume_from is not None,
                         tensorboard=cfg.run.tensorboard, wandb_project=cfg.run.wandb_project)
@@ -257,7 +249,7 @@ def train(cfg: TrainConfig) -> Path:
     start_step, data_position = 0, 0
     if resume_from is not None:
         ckpt = latest_checkpoint(resume_from)
-        _load_weights(model, ckpt / "model")
+        load_weights(model, ckpt / "model")
         state = load_training_state(ckpt, optimizer, scheduler)
         start_step, data_position = state["step"], state["data_position"]
         composer.load_state_dict(state.get("rewards", {}))
@@ -578,29 +570,6 @@ def _summary(step: int, total: int, m: dict[str, Any]) -> str:
     if "val/accuracy" in m:
         parts.append(f"val_acc {m['val/accuracy']:.3f}")
     return "  ".join(parts)
-
-
-def _load_weights(model: Any, folder: Path) -> None:
-    """Load checkpoint weights into the live model (full weights, or the LoRA adapter)."""
-    from safetensors.torch import load_file
-
-    adapter = folder / "adapter_model.safetensors"
-    if adapter.is_file():
-        from peft import set_peft_model_state_dict
-
-        set_peft_model_state_dict(model, load_file(str(adapter)))
-        return
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise AhaError(f"checkpoint {folder} holds no weights")
-    state: dict[str, torch.Tensor] = {}
-    for f in files:
-        state.update(load_file(str(f)))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("lm_head.weight")]  # tied to the embeddings
-    if missing or unexpected:
-        raise AhaError(f"checkpoint {folder} does not match the model (missing {missing[:3]}, "
-                       f"unexpected {unexpected[:3]})")
 
 
 def _check_resume_config(cfg: TrainConfig, run_dir: Path) -> None:

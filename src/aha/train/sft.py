@@ -30,9 +30,11 @@ import torch.nn.functional as F
 from aha.config import LoraConfig, ModelConfig, RunConfig, option, section
 from aha.errors import AhaError
 from aha.jsonl import iter_json_objects
+from aha.prompts import render_prompt
 from aha.runs import RunDir, progress
-from aha.train.checkpoint import latest_checkpoint, load_training_state, save_checkpoint
-from aha.train.common import load_policy, render_prompt
+from aha.tasks.base import preopens_think
+from aha.train.checkpoint import latest_checkpoint, load_training_state, load_weights, save_checkpoint
+from aha.train.common import load_policy
 
 
 @dataclass
@@ -176,7 +178,7 @@ def load_sft_data(cfg: SftConfig, tokenizer: Any) -> tuple[list[tuple[list[int],
         from aha.tasks import get_task
 
         task = get_task(cfg.data.task, **cfg.data.task_options)
-        think_preopened = bool(getattr(task, "think_preopened", False))
+        think_preopened = preopens_think(task)
         pairs = []
         for ex in task.examples("train"):
             trace = ex.meta.get("trace")
@@ -224,9 +226,7 @@ def sft(cfg: SftConfig) -> Path:
     step, epoch, batch_index, elapsed_before = 0, 0, 0, 0.0
     if resume_from is not None:
         ckpt = latest_checkpoint(resume_from)
-        from aha.train.grpo import _load_weights
-
-        _load_weights(model, ckpt / "model")
+        load_weights(model, ckpt / "model")
         state = load_training_state(ckpt, optimizer, None)
         step, epoch, batch_index = state["step"], state["epoch"], state["batch_index"]
         elapsed_before = state.get("elapsed", 0.0)

@@ -20,6 +20,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(PYTHON) -m ruff check src tests benchmarks
+	lint-imports --no-cache
 
 clean:
 	rm -rf build runs .pytest_cache

@@ -22,9 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples", type=int, default=50)
     args = p.parse_args(argv)
 
-    from aha.eval.reflection import count_reflections
     from aha.eval.runner import build_results, results_markdown
     from aha.eval.scoring import Sample, score_samples
+    from aha.rewards.reflection import count_report_reflections
     from aha.tasks import get_task
 
     task = get_task("knights-knaves", people="2-8", count=1, test_count=args.problems // 7 + 1, seed=0)
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     t1 = time.time()
     for rec, s in zip(records, samples):
         rec["completion"] = s.text
-        rec["reflections"] = count_reflections(s.text)
+        rec["reflections"] = count_report_reflections(s.text)
     results = build_results(records, {"n": args.samples})
     results_markdown(results)
     t2 = time.time()

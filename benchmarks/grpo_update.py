@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from aha.models import build_model, train_tokenizer
     from aha.tasks import get_task
-    from aha.train.grpo import completion_logprobs
+    from aha.train.logprobs import completion_logprobs
 
     torch.set_num_threads(args.threads)
     task = get_task("knights-knaves", people="2-3", count=200, test_count=10, seed=0)

@@ -32,3 +32,68 @@ def tiny_model_dir(tmp_path_factory):
     init_model(out, size="nano", corpus=TINY_CORPUS, vocab_size=400, seed=0, hidden_size=64,
                num_hidden_layers=2, intermediate_size=128)
     return out
+
+
+# ----------------------------------------------------------------------------- a tiny LM for the rollout tests
+
+# a word-level vocabulary whose pieces concatenate, so stop strings can span tokens
+PIECES = ["<pad>", "<eos>", "<|im_end|>"] + [chr(ord("a") + i) for i in range(26)] + \
+    ["</ans", "wer>", "</answer>", "ab", "ba", " ", "\n", "<", ">", "xyz", "é", "!", "?", "0", "1", "2", "3", "4", "5"]
+VOCAB = len(PIECES)  # 48
+PAD, EOS, END = 0, 1, 2
+
+
+def make_tokenizer():
+    """A word-level tokenizer whose decoder concatenates pieces (so strings can span tokens)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.WordLevel({p: i for i, p in enumerate(PIECES)}, unk_token="<pad>"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tk.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="<eos>",
+                                   additional_special_tokens=["<|im_end|>"])
+
+
+def make_model(seed: int = 0):
+    """A tiny random Qwen2 (init range 0.2, so greedy output is not just the last token repeated)."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = Qwen2Config(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, intermediate_size=128, tie_word_embeddings=True,
+                      initializer_range=0.2, eos_token_id=EOS, pad_token_id=PAD)
+    return Qwen2ForCausalLM(cfg).eval()
+
+
+def random_prompts(lengths: list[int], seed: int = 1) -> list[list[int]]:
+    """Prompts of the given lengths of random non-special tokens."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(3, VOCAB, (n,), generator=g).tolist() for n in lengths]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread; on a loaded machine two threads spin against each other.
+    Modules opt in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    """The tiny word-level tokenizer (`make_tokenizer`)."""
+    return make_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def model():
+    """The tiny random Qwen2 (`make_model()`), in eval mode."""
+    return make_model()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import pytest
 
@@ -50,6 +51,13 @@ class Demo:
                 f"rollouts per step ({self.prompts_per_step * self.samples_per_prompt}) must be divisible by "
                 f"micro_batch ({self.micro_batch})"
             )
+
+
+@dataclass
+class Optim:
+    lr: float = option(1e-5, "peak learning rate", min=0.0)
+    warmup_steps: int = option(0, "warmup", min=0)
+    beta2: float = option(0.999, "AdamW beta2")
 
 
 def write(tmp_path, text):
@@ -130,3 +138,35 @@ def test_help_lists_every_key_with_its_doc():
     assert "sampling temperature" in text
     assert "lora.target_modules" in text
     assert "One of: grpo, rloo" in text
+
+
+@dataclass
+class Moved:
+    """A config whose `lr` and `warmup` moved into a section with its own defaults."""
+
+    RENAMED: ClassVar[dict[str, str]] = {"lr": "optim.lr", "warmup": "optim.warmup_steps"}
+
+    optim: Optim = section(Optim, "optimizer", lr=1e-3, warmup_steps=50)
+    steps: int = option(10, "steps")
+
+
+def test_a_renamed_key_names_its_new_place(tmp_path):
+    with pytest.raises(AhaError) as err:
+        load_config(Moved, None, ["lr=3e-3"])
+    assert "'lr' is now 'optim.lr'" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(AhaError, match="'warmup' is now 'optim.warmup_steps'"):
+        load_config(Moved, write(tmp_path, "steps: 5\nwarmup: 3\n"))
+    with pytest.raises(AhaError, match="did you mean steps"):  # an unknown key that never existed: the usual hint
+        load_config(Moved, None, ["stepz=3"])
+
+
+def test_a_section_keeps_its_own_defaults_for_keys_left_out(tmp_path):
+    assert load_config(Moved).optim == Optim(lr=1e-3, warmup_steps=50)
+    # setting one key of the section keeps the section's other defaults, not the class's
+    assert load_config(Moved, None, ["optim.lr=2e-3"]).optim == Optim(lr=2e-3, warmup_steps=50, beta2=0.999)
+    assert load_config(Moved, write(tmp_path, "optim: {warmup_steps: 0}\n")).optim == Optim(lr=1e-3, warmup_steps=0)
+    assert Optim().lr == 1e-5  # the shared class is untouched
+    text = format_help(Moved)
+    assert "optim.lr (float, default 0.001)" in text and "optim.warmup_steps (int, default 50)" in text
+    with pytest.raises(TypeError):
+        section(Optim, "a misspelt default", lr_rate=1.0)

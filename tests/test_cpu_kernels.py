@@ -139,7 +139,7 @@ def test_compiled_once_into_the_cache_dir(fresh_state, kernels):
 
 @pytest.mark.parametrize("N,H,stride", [(64, 256, 256), (3, 20, 20), (5, 64, 192), (1, 7, 7)])
 def test_rms_norm_equals_the_engine_formula(kernels, N, H, stride):
-    from aha.rollout.engine import _rms
+    from aha.rollout.native import _rms
 
     g = torch.Generator().manual_seed(N + H)
     x = torch.randn(N, stride, generator=g)[:, :H] * 3.0  # rows further apart than H where stride > H

@@ -63,21 +63,54 @@ def test_quick_demo_runs_every_stage(tmp_path, capsys):
 
 
 def test_demo_settings_overrides_are_typed_and_checked():
+    from aha.commands.demo import settings_from_args
     from aha.demo import DemoSettings
     from aha.errors import AhaError
 
-    s = DemoSettings().with_overrides(["grpo_lr=1e-4", "fill=false", "sft_steps=12", "people=3"])
+    s = settings_from_args(0, ["grpo_lr=1e-4", "fill=false", "sft_steps=12", "people=3"])
     assert (s.grpo_lr, s.fill, s.sft_steps, s.people) == (1e-4, False, 12, "3")
     assert DemoSettings().fill is True  # the default is untouched
-    with pytest.raises(AhaError, match="known key"):
-        DemoSettings().with_overrides(["grpo_l=1"])
-    with pytest.raises(AhaError, match="type int"):
-        DemoSettings().with_overrides(["grpo_steps=many"])
-    with pytest.raises(AhaError, match="type bool"):
-        DemoSettings().with_overrides(["fill=maybe"])
+    assert settings_from_args(7, []).seed == 7 and settings_from_args(7, ["seed=2"]).seed == 2
+    with pytest.raises(AhaError, match="did you mean grpo_lr"):
+        settings_from_args(0, ["grpo_l=1"])
+    with pytest.raises(AhaError, match="grpo_steps must be an integer"):
+        settings_from_args(0, ["grpo_steps=many"])
+    with pytest.raises(AhaError, match="fill must be true or false"):
+        settings_from_args(0, ["fill=maybe"])
+    with pytest.raises(AhaError, match="quiz_style must be one of"):
+        settings_from_args(0, ["quiz_style=fancy"])
 
 
-def test_demo_bad_setting_is_a_clear_cli_error(tmp_path, capsys):
-    assert main(["demo", "--quick", "--out", str(tmp_path / "d"), "--set", "sft_stepz=3"]) != 0
-    assert "sft_steps" in capsys.readouterr().err
+def test_quick_settings_are_demo_settings():
+    from dataclasses import fields
+
+    from aha.demo import QUICK, DemoSettings
+
+    assert set(QUICK) <= {f.name for f in fields(DemoSettings)}
+
+
+@pytest.mark.parametrize("pair, message", [
+    ("sft_stepz=3", "unknown config key 'sft_stepz' (did you mean sft_steps?)"),  # unknown key
+    ("grpo_steps=many", "grpo_steps must be an integer, got 'many'"),  # bad value
+    ("grpo_lr=-1", "grpo_lr must be >= 0.0"),  # out of range
+    ("grpo_steps", "must look like key.sub=value"),  # not KEY=VALUE
+])
+def test_demo_bad_setting_is_a_one_line_cli_error(tmp_path, capsys, pair, message):
+    assert main(["demo", "--quick", "--out", str(tmp_path / "d"), "--set", pair]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("aha demo: error: ") and err.count("\n") == 1
     assert not (tmp_path / "d").exists()
+
+
+def test_demo_help_lists_every_setting_with_its_help(capsys):
+    from dataclasses import fields
+
+    from aha.demo import DemoSettings
+
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    text = capsys.readouterr().out
+    for f in fields(DemoSettings):
+        assert f"  {f.name} (" in text and f.metadata["help"] in text, f.name
+    assert main(["demo", "--help-config"]) == 0
+    assert "grpo_kl_coef (float, default 0.1)" in capsys.readouterr().out

@@ -109,11 +109,11 @@ def test_old_logprobs_from_the_first_pass_equal_a_separate_forward(tmp_path, tin
 def _shared_vs_whole(model, pad, monkeypatch):
     """Run completion_logprobs with and without prompt sharing on 3 prompts of different lengths x 4
     completions (lengths 1..9, mixed order); returns both results and how often the shared path ran."""
-    import aha.train.grpo as grpo
+    import aha.train.logprobs as logprobs
 
     calls = []
-    real = grpo._shared_prompt_logits
-    monkeypatch.setattr(grpo, "_shared_prompt_logits", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = logprobs.shared_prompt_logits
+    monkeypatch.setattr(logprobs, "shared_prompt_logits", lambda *a, **k: calls.append(1) or real(*a, **k))
     g = torch.Generator().manual_seed(0)
     distinct = [torch.randint(5, 300, (n,), generator=g).tolist() for n in (5, 12, 8)]
     prompts = [distinct[i % 3] for i in range(12)]
@@ -122,8 +122,8 @@ def _shared_vs_whole(model, pad, monkeypatch):
     def run(share):
         model.zero_grad(set_to_none=True)
         torch.manual_seed(0)
-        lp, ent, mask = grpo.completion_logprobs(model, prompts, completions, pad, 0.9, with_entropy=True,
-                                                 share_prompts=share)
+        lp, ent, mask = logprobs.completion_logprobs(model, prompts, completions, pad, 0.9, with_entropy=True,
+                                                     share_prompts=share)
         (lp * torch.linspace(0.5, 1.5, lp.shape[1])).sum().backward()  # weights make every position count
         return lp.detach(), ent, mask, [p.grad.clone() for p in model.parameters() if p.grad is not None]
 
@@ -141,11 +141,11 @@ def _shared_vs_whole(model, pad, monkeypatch):
 def test_shared_prompt_logprobs_equal_running_each_row_whole(tiny_model_dir, monkeypatch, full_prompt_logits):
     # running each distinct prompt once and reusing its cache must give the same log-probs,
     # entropies and gradients as running every row whole
-    import aha.train.grpo as grpo
+    import aha.train.logprobs as logprobs
     from aha.models import load_tokenizer
 
     if not full_prompt_logits:
-        monkeypatch.setattr(grpo, "_FULL_PROMPT_LOGITS", 0)
+        monkeypatch.setattr(logprobs, "FULL_PROMPT_LOGITS", 0)
     torch.set_num_threads(1)
     model = load_model(tiny_model_dir, trainable=True).train()
     shared, whole, calls = _shared_vs_whole(model, load_tokenizer(tiny_model_dir).pad_token_id, monkeypatch)
@@ -251,7 +251,7 @@ def test_micro_batch_order_is_total():
 
     from aha.rollout.base import Completion
     from aha.tasks.base import Example, Verdict
-    from aha.train.grpo import Rollout, _by_length
+    from aha.train.grpo import Rollout, by_length
 
     ex = Example(id="e", prompt=[{"role": "user", "content": "q"}], answer="a")
     rollouts = [Rollout(ex, group, [1] * plen, Completion(group, sample, [5] * clen, "", "eos"), Verdict())
@@ -261,4 +261,19 @@ def test_micro_batch_order_is_total():
     for seed in range(5):
         shuffled = list(rollouts)
         random.Random(seed).shuffle(shuffled)
-        assert [(r.group, r.completion.sample_index) for r in _by_length(shuffled)] == want
+        assert [(r.group, r.completion.sample_index) for r in by_length(shuffled)] == want
+
+
+def test_resume_accepts_a_config_written_before_a_key_existed(tmp_path, tiny_model_dir):
+    # a run's config.yaml from before algo.policy_loss / algo.kl_clamp existed resumes: the missing
+    # keys ran with what are now their defaults
+    import yaml
+
+    out = tmp_path / "run"
+    assert main(base_args(tiny_model_dir, out, 2, ["max_seconds=0.001"])) == 0  # stops after step 1
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    for key in ("policy_loss", "kl_clamp", "clip_ratio_c"):
+        del saved["algo"][key]
+    (out / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert main(base_args(tiny_model_dir, out, 2, [f"resume={out}"])) == 0
+    assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2]

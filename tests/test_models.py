@@ -77,6 +77,24 @@ def test_generation_runs_and_stops_at_eos(tiny_model_dir):
     assert eos_token_ids(tok, model) == [tok.convert_tokens_to_ids(EOS_TOKEN)]
 
 
+def test_eos_token_ids_rule():
+    # end-of-turn tokens in the vocabulary + the tokenizer's EOS + the model's generation_config EOS
+    class Tok:
+        eos_token_id = 7
+
+        def get_vocab(self):
+            return {"<|im_end|>": 3, "<|eot_id|>": 5, "x": 9}
+
+    class Model:
+        class generation_config:  # stands in for the model attribute
+            eos_token_id = [11, 3]
+
+    assert eos_token_ids(Tok(), Model()) == [3, 5, 7, 11]
+    assert eos_token_ids(Tok(), Model(), explicit=[4, 4]) == [4]
+    with pytest.raises(AhaError, match="no end-of-sequence"):
+        eos_token_ids(None, None)
+
+
 def test_same_seed_same_weights_other_seed_differs():
     tok = train_tokenizer(TINY_CORPUS, vocab_size=350)
     a = build_model(tok, "nano", seed=3, hidden_size=32, num_hidden_layers=1, intermediate_size=64)

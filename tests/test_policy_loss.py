@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from aha.algo.advantages import grpo_advantages
-from aha.algo.losses import POLICY_LOSSES, aggregate, kl_penalty_rewards, policy_loss
+from aha.algo.losses import (
+    POLICY_LOSSES,
+    aggregate,
+    batch_divisors,
+    kl_penalty_rewards,
+    loss_token_mask,
+    policy_loss,
+)
 from aha.errors import AhaError
 
 # ----------------------------------------------------------------------------- aggregation
@@ -250,3 +257,45 @@ def test_kl_penalty_rewards():
     torch.testing.assert_close(out, torch.tensor([[1.0 - 0.2 * math.log(2), 0.5]]))
     with pytest.raises(ValueError):
         kl_penalty_rewards(torch.zeros(3), lp, ref, mask, kl_coef=0.1)
+
+
+# ----------------------------------------------------------------------------- divisors and the truncation mask
+
+# rows: 2 tokens, 1 token, none (an empty row)
+DIV_MASK = torch.tensor([[1, 1, 0], [1, 0, 0], [0, 0, 0]], dtype=torch.bool)
+
+
+@pytest.mark.parametrize("mode,tokens,rows", [
+    ("token_mean", 3.0, 2.0),               # 3 counted tokens; rows: the two that have tokens
+    ("seq_mean_token_mean", 3.0, 2.0),      # the empty row is left out of the mean over sequences
+    ("seq_mean_token_sum", 3.0, 2.0),       # same rule as the other sequence mean
+    ("token_sum", 3.0, 2.0),                # no divisor is used, the counts are still reported
+    ("seq_mean_token_sum_norm", 3.0, 3.0),  # Dr. GRPO divides by every row, the empty one too
+])
+def test_batch_divisors_follow_each_mode(mode, tokens, rows):
+    assert batch_divisors(DIV_MASK, mode) == (tokens, rows)
+
+
+def test_batch_divisors_make_micro_batch_losses_add_up_to_the_batch_loss():
+    # split the 3-row batch into two micro-batches: with the whole batch's divisors their losses sum
+    # to the loss of the batch in one piece
+    loss = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]])
+    for mode in ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"):
+        tokens, rows = batch_divisors(DIV_MASK, mode)
+        parts = sum(aggregate(loss[i:j], DIV_MASK[i:j], mode, 3, tokens, rows) for i, j in ((0, 1), (1, 3)))
+        assert parts.item() == pytest.approx(aggregate(loss, DIV_MASK, mode, 3).item()), mode
+
+
+def test_batch_divisors_bad_mode():
+    with pytest.raises(ValueError, match="unknown loss aggregation"):
+        batch_divisors(DIV_MASK, "mean")
+
+
+@pytest.mark.parametrize("mask_truncated,expected", [
+    (False, [[1, 1, 0], [1, 0, 0]]),  # off: every real token counts
+    (True, [[1, 1, 0], [0, 0, 0]]),   # on: the truncated second row loses all its tokens
+])
+def test_loss_token_mask_drops_truncated_rows_only_when_asked(mask_truncated, expected):
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]], dtype=torch.bool)
+    truncated = torch.tensor([False, True])
+    assert loss_token_mask(mask, truncated, mask_truncated).tolist() == torch.tensor(expected).bool().tolist()

@@ -9,59 +9,12 @@ import torch
 
 from aha.errors import AhaError
 from aha.rollout import SamplingParams, get_generator
-from aha.rollout.engine import EngineGenerator, row_keys, sample_tokens, step_uniforms
+from aha.rollout.engine import EngineGenerator
+from aha.rollout.sampling import row_keys, sample_tokens, step_uniforms, uniform_table
 
-PIECES = ["<pad>", "<eos>", "<|im_end|>"] + [chr(ord("a") + i) for i in range(26)] + \
-    ["</ans", "wer>", "</answer>", "ab", "ba", " ", "\n", "<", ">", "xyz", "é", "!", "?", "0", "1", "2", "3", "4", "5"]
-VOCAB = len(PIECES)  # 48
-PAD, EOS, END = 0, 1, 2
+from .conftest import END, EOS, PAD, PIECES, VOCAB, make_model, make_tokenizer, random_prompts
 
-
-def make_tokenizer():
-    """A word-level tokenizer whose decoder concatenates pieces (so strings can span tokens)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    tk = Tokenizer(models.WordLevel({p: i for i, p in enumerate(PIECES)}, unk_token="<pad>"))
-    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tk.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="<eos>",
-                                   additional_special_tokens=["<|im_end|>"])
-
-
-def make_model(seed: int = 0):
-    """A tiny random Qwen2 (init range 0.2, so greedy output is not just the last token repeated)."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = Qwen2Config(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, intermediate_size=128, tie_word_embeddings=True,
-                      initializer_range=0.2, eos_token_id=EOS, pad_token_id=PAD)
-    return Qwen2ForCausalLM(cfg).eval()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; on a loaded machine two threads spin against each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return make_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def model():
-    return make_model()
-
-
-def random_prompts(lengths: list[int], seed: int = 1) -> list[list[int]]:
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randint(3, VOCAB, (n,), generator=g).tolist() for n in lengths]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------------- the counter-based uniforms
@@ -336,7 +289,7 @@ def test_stop_string_spanning_tokens(model, tok):
 
 def test_stop_text_is_cut_inside_a_token():
     # a scripted check of build_completions: the token "</answer>" completes the stop "</ans"
-    from aha.rollout.engine import StopChecker, build_completions
+    from aha.rollout.base import StopChecker, build_completions
 
     tokenizer = make_tokenizer()
     ids = [PIECES.index(p) for p in ["a", "b", "</answer>", "c"]]
@@ -356,7 +309,7 @@ def test_stop_text_is_cut_inside_a_token():
     (["a b"], ["a", " ", "b"], 2),                 # a stop with a space (no candidate filter)
 ])
 def test_stop_checker_table(stops, pieces, expected):
-    from aha.rollout.engine import StopChecker
+    from aha.rollout.base import StopChecker
 
     checker = StopChecker(make_tokenizer(), stops)
     assert checker.first_stop([PIECES.index(p) for p in pieces]) == expected
@@ -508,7 +461,7 @@ def reference_attention(q, pk, pv, plen, row_unique, key, value):
     [0, 2, 2],            # prompt 1 has no live row left
 ])
 def test_cascade_core_equals_per_row_attention(row_unique):
-    from aha.rollout.engine import _Prefix, cascade_core
+    from aha.rollout.cascade import SharedPrefix, cascade_core
 
     g = torch.Generator().manual_seed(0)
     U, Hk, G, D, P, T = 3, 2, 2, 8, 5, 3
@@ -519,7 +472,7 @@ def test_cascade_core_equals_per_row_attention(row_unique):
     B = len(row_unique)
     q = torch.randn(B, Hk, G, D, generator=g) * D ** -0.5
     key, value = torch.randn(B, Hk, T, D, generator=g), torch.randn(B, Hk, T, D, generator=g)
-    prefix = _Prefix([pk], [pv], bias)
+    prefix = SharedPrefix([pk], [pv], bias)
     prefix.assign(row_unique, torch.device("cpu"))
     assert prefix.dense == (row_unique == [0, 0, 1, 1, 2, 2])
     out = cascade_core(q, key, value, prefix, 0)
@@ -531,12 +484,12 @@ def test_cascade_core_hand_checked():
     # one KV head, one query head, D = 1: scores are plain products, easy to follow by hand.
     # prompt 0 = keys [1, pad], prompt 1 = keys [0, 2]; row 0 (prompt 0) and row 1 (prompt 1)
     # each have one generated key 1 with value 10.
-    from aha.rollout.engine import _Prefix, cascade_core
+    from aha.rollout.cascade import SharedPrefix, cascade_core
 
     pk = torch.tensor([[[[9.0], [1.0]]], [[[0.0], [2.0]]]])  # (U=2, 1, P=2, 1); 9 is padding
     pv = torch.tensor([[[[-5.0], [4.0]]], [[[6.0], [8.0]]]])
     bias = torch.tensor([[[[float("-inf"), 0.0]]], [[[0.0, 0.0]]]])  # prompt 0 is left-padded by one
-    prefix = _Prefix([pk], [pv], bias)
+    prefix = SharedPrefix([pk], [pv], bias)
     prefix.assign([0, 1], torch.device("cpu"))
     q = torch.tensor([[[[1.0]]], [[[1.0]]]])  # (B=2, 1, 1, 1)
     key = torch.ones(2, 1, 1, 1)
@@ -549,8 +502,6 @@ def test_cascade_core_hand_checked():
 
 
 def test_uniform_table_equals_step_uniforms():
-    from aha.rollout.engine import uniform_table
-
     keys = row_keys(9, torch.tensor([0, 1, 1, 4]), torch.tensor([0, 0, 3, 2]))
     table = uniform_table(keys, 20)
     assert table.shape == (4, 20)
@@ -574,7 +525,7 @@ def test_uniforms_drawn_in_blocks_give_the_same_samples(model, tok, monkeypatch)
 
 
 def test_onednn_linear_matches_f_linear():
-    from aha.rollout.engine import _lin, _lin_spec, _onednn_usable
+    from aha.rollout.native import _lin, _lin_spec, _onednn_usable
 
     g = torch.Generator().manual_seed(0)
     w, b = torch.randn(40, 24, generator=g), torch.randn(40, generator=g)
@@ -590,7 +541,7 @@ def test_onednn_linear_matches_f_linear():
 
 def test_native_prefill_matches_the_model_forward(model):
     # left-padded prompts of different lengths: last-position logits and the prompt keys/values
-    from aha.rollout.engine import SlabCache
+    from aha.rollout.kv_cache import SlabCache
 
     gen = EngineGenerator(model, eos_token_ids=[EOS])
     prompts = random_prompts([6, 3, 1])
@@ -616,17 +567,17 @@ def test_native_fallbacks_equal_generate(tok, monkeypatch, variant):
     # the F.linear path of the native step (other devices and dtypes, builds without oneDNN), the
     # separate q/k/v and gate/up matmuls of models too large for fused weight copies, and the PyTorch
     # attention used where the compiled CPU kernel is unavailable (other devices, no C compiler)
-    import aha.rollout.engine as engine
+    import aha.rollout.native as native
     from aha.rollout.cpu_kernels import cascade_kernels
 
     kernels_here = cascade_kernels() is not None
-    packs_here = engine._onednn_usable(torch.zeros(1))
+    packs_here = native._onednn_usable(torch.zeros(1))
     if variant == "no_onednn":
-        monkeypatch.setitem(engine._ONEDNN_STATE, "ok", False)
+        monkeypatch.setitem(native._ONEDNN_STATE, "ok", False)
     elif variant == "unfused":
-        monkeypatch.setattr(engine, "_FUSE_MAX_PARAMS", 0)
+        monkeypatch.setattr(native, "_FUSE_MAX_PARAMS", 0)
     else:
-        monkeypatch.setattr(engine, "cascade_kernels", lambda: None)
+        monkeypatch.setattr(native, "cascade_kernels", lambda: None)
     model = make_model()
     prompts = random_prompts([5, 2, 9])
     expected = hf_greedy(model, prompts, [EOS], 12)
@@ -640,7 +591,7 @@ def test_native_fallbacks_equal_generate(tok, monkeypatch, variant):
 def test_compiled_attention_is_used_and_matches_the_pytorch_path(model, tok, monkeypatch):
     # sampled rows that finish at different steps (compaction, buffer growth): the kernel path and the
     # PyTorch cascade path give the same tokens and nearly the same log-probabilities
-    import aha.rollout.engine as engine
+    import aha.rollout.native as native
     from aha.rollout.cpu_kernels import cascade_kernels
 
     if cascade_kernels() is None:
@@ -651,7 +602,7 @@ def test_compiled_attention_is_used_and_matches_the_pytorch_path(model, tok, mon
     fast = EngineGenerator(model, tok, **kwargs)
     with_kernel = fast.generate(prompts, params)
     assert fast._native.kernels is not None
-    monkeypatch.setattr(engine, "cascade_kernels", lambda: None)
+    monkeypatch.setattr(native, "cascade_kernels", lambda: None)
     plain = EngineGenerator(model, tok, **kwargs).generate(prompts, params)
     assert [c.token_ids for c in with_kernel] == [c.token_ids for c in plain]
     assert len({len(c.token_ids) for c in plain}) > 3

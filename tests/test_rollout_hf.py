@@ -8,26 +8,10 @@ import torch
 from aha.errors import AhaError
 from aha.rollout import SamplingParams, get_generator
 from aha.rollout.hf import HFGenerator
-from tests.test_rollout_engine import END, EOS, PIECES, VOCAB, make_model, make_tokenizer, random_prompts
 
+from .conftest import END, EOS, PIECES, VOCAB, make_model, random_prompts
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; on a loaded machine two threads spin against each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return make_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def model():
-    return make_model()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def manual_greedy(model, prompt: list[int], eos_ids: list[int], max_new: int) -> list[int]:

@@ -1,8 +1,11 @@
-"""SFT: the loss covers response tokens only; training lowers held-out loss; resume continues."""
+"""SFT: the loss covers response tokens only; training lowers held-out loss; resume continues (the
+learning-rate schedule included); the optimizer keys live in the shared `optim` section."""
 
 from __future__ import annotations
 
 import json
+import math
+import shutil
 
 import pytest
 import torch
@@ -76,7 +79,7 @@ def test_sft_lowers_held_out_loss_and_resumes(tmp_path, tiny_model_dir):
     _write_pairs(tmp_path / "val.jsonl", 20, offset=500)
     out = tmp_path / "run"
     args = ["sft", f"model.path={tiny_model_dir}", f"data.files=[{tmp_path / 'train.jsonl'}]",
-            f"data.val_files=[{tmp_path / 'val.jsonl'}]", "steps=30", "lr=3e-3", "warmup_steps=5",
+            f"data.val_files=[{tmp_path / 'val.jsonl'}]", "steps=30", "optim.lr=3e-3", "optim.warmup_steps=5",
             "val_every=15", "batch_tokens=1024", f"run.out_dir={out}", "checkpoint_every=15"]
     assert main(args) == 0
     rows = read_jsonl(out / "metrics.jsonl")
@@ -91,3 +94,49 @@ def test_sft_lowers_held_out_loss_and_resumes(tmp_path, tiny_model_dir):
     assert main(args + [f"resume={out}", "steps=35"]) == 0
     steps = [r["step"] for r in read_jsonl(out / "metrics.jsonl")]
     assert steps[-6:] == [30, 31, 32, 33, 34, 35]
+
+
+def test_sft_schedule_follows_steps_and_survives_resume(tmp_path, tiny_model_dir):
+    torch.set_num_threads(1)
+    _write_pairs(tmp_path / "train.jsonl", 60)
+    straight = tmp_path / "straight"
+    args = ["sft", f"model.path={tiny_model_dir}", f"data.files=[{tmp_path / 'train.jsonl'}]", "steps=12",
+            "optim.lr=1e-2", "optim.warmup_steps=3", "optim.min_lr_ratio=0.2", "val_every=0",
+            "batch_tokens=512", "checkpoint_every=6", "run.progress=false"]
+    assert main(args + [f"run.out_dir={straight}"]) == 0
+    rows = read_jsonl(straight / "metrics.jsonl")
+    # make_optimizer's schedule, by optimizer step only: warmup (k+1)/3, then a cosine from 1 to 0.2 over 9 steps
+    def expected(k):
+        if k < 3:
+            return 1e-2 * (k + 1) / 3
+        return 1e-2 * (0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi * (k - 3) / 9)))
+    assert [r["step"] for r in rows] == list(range(1, 13))
+    assert [r["lr"] for r in rows] == pytest.approx([expected(k) for k in range(12)], rel=1e-12)
+    # a run stopped at step 6 and resumed continues the schedule (and the data order) where it was
+    resumed = tmp_path / "resumed"
+    shutil.copytree(straight, resumed)
+    shutil.rmtree(resumed / "checkpoints" / "step_000012")
+    (resumed / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:6]))
+    assert main(args + [f"resume={resumed}"]) == 0
+    again = read_jsonl(resumed / "metrics.jsonl")
+    assert [r["step"] for r in again] == list(range(1, 13))
+    assert [r["lr"] for r in again[6:]] == [r["lr"] for r in rows[6:]]
+    assert [r["train/loss"] for r in again[6:]] == pytest.approx([r["train/loss"] for r in rows[6:]], rel=1e-4)
+    assert json.loads((resumed / "checkpoints" / "step_000012" / "state.json").read_text())["step"] == 12
+    assert (resumed / "checkpoints" / "step_000012" / "scheduler.pt").is_file()
+
+
+def test_old_optimizer_keys_fail_with_their_new_names(tmp_path, capsys):
+    assert main(["sft", "data.task=knights-knaves", "lr=3e-3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "aha sft: error: config key 'lr' is now 'optim.lr'; rename it in the recipe or override"
+    recipe = tmp_path / "old.yaml"
+    recipe.write_text("data: {task: knights-knaves}\nwarmup_steps: 10\nschedule: constant\n")
+    assert main(["sft", str(recipe)]) == 2
+    assert "'warmup_steps' is now 'optim.warmup_steps'" in capsys.readouterr().err
+    from aha.config import load_config
+    from aha.train.sft import SftConfig
+
+    cfg = load_config(SftConfig, None, ["data.task=knights-knaves", "optim.lr=3e-3"])
+    assert (cfg.optim.lr, cfg.optim.warmup_steps, cfg.optim.schedule, cfg.optim.min_lr_ratio, cfg.optim.beta2) == \
+        (3e-3, 50, "cosine", 0.1, 0.98)  # SFT's own defaults stay for the keys left out

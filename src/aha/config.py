@@ -11,7 +11,9 @@ so each carries its documentation and, where it matters, its allowed values or r
 the overrides (values parsed as YAML scalars, so `true`, `3`, `1e-4`, `[a, b]` work), checks every
 key and type before anything heavy is loaded, and runs each dataclass's `validate()` for derived
 values. Every problem raises `AhaError` naming the dotted key and, for a typo, the closest valid
-key ("did you mean rollout.temperature?").
+key ("did you mean rollout.temperature?"). A key that moved is listed in the dataclass's `RENAMED`
+class attribute (`{"lr": "optim.lr"}`, relative to that dataclass), and using the old name fails
+with "'lr' is now 'optim.lr'".
 """
 
 from __future__ import annotations
@@ -37,12 +39,17 @@ def option(
     help: str = "",
     *,
     choices: list[Any] | None = None,
+    registry: Any = None,
     min: float | None = None,
     max: float | None = None,
     factory: Any = _MISSING,
 ) -> Any:
-    """A documented dataclass field. `choices`, `min` and `max` are checked when a config loads."""
-    meta = {"help": help, "choices": choices, "min": min, "max": max}
+    """A documented dataclass field. `choices`, `min` and `max` are checked when a config loads.
+
+    registry: an `aha.registry.Registry` whose names the value must be (or a `module:attribute`
+    path it can import); the help lists its names, read from the registry, so it cannot drift.
+    """
+    meta = {"help": help, "choices": choices, "registry": registry, "min": min, "max": max}
     if factory is not _MISSING:
         return dataclasses.field(default_factory=factory, metadata=meta)
     if isinstance(default, (list, dict, set)):
@@ -54,9 +61,13 @@ def option(
     return dataclasses.field(default=default, metadata=meta)
 
 
-def section(cls: type, help: str = "") -> Any:
-    """A nested config dataclass field whose default is `cls()`."""
-    return dataclasses.field(default_factory=cls, metadata={"help": help})
+def section(cls: type, help: str = "", **defaults: Any) -> Any:
+    """A nested config dataclass field whose default is `cls(**defaults)`.
+
+    `defaults` give this section its own defaults (e.g. SFT's learning rate in the shared OptimConfig);
+    keys a recipe leaves out keep them."""
+    cls(**defaults)  # a misspelt default fails at import, not at the first load
+    return dataclasses.field(default_factory=lambda: cls(**defaults), metadata={"help": help})
 
 
 # ----------------------------------------------------------------------------- loading
@@ -115,8 +126,11 @@ def apply_override(data: dict[str, Any], item: str) -> None:
     node[parts[-1]] = value
 
 
-def from_dict(cls: type[C], data: Any, prefix: str = "") -> C:
-    """Build dataclass `cls` from a mapping, checking keys, types and ranges."""
+def from_dict(cls: type[C], data: Any, prefix: str = "", base: Any = None) -> C:
+    """Build dataclass `cls` from a mapping, checking keys, types and ranges.
+
+    base: an instance of `cls` whose values stand in for keys the mapping leaves out (a section's own
+    defaults); without it they are the class defaults."""
     where = prefix.rstrip(".") or "the config"
     if data is None:
         data = {}
@@ -124,7 +138,11 @@ def from_dict(cls: type[C], data: Any, prefix: str = "") -> C:
         raise AhaError(f"{where} must be a mapping, got {_show(data)}")
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    renamed = getattr(cls, "RENAMED", {})
     for key in data:
+        if key not in known and key in renamed:
+            raise AhaError(f"config key {prefix + str(key)!r} is now {prefix + renamed[key]!r}; "
+                           "rename it in the recipe or override")
         if key not in known:
             valid = [prefix + k for k in known]
             full_valid = list(all_keys(cls, prefix))
@@ -138,17 +156,22 @@ def from_dict(cls: type[C], data: Any, prefix: str = "") -> C:
         if name not in data:
             continue
         key = prefix + name
-        value = _coerce(hints[name], data[name], key)
+        value = _coerce(hints[name], data[name], key, _default(fld))
         meta = fld.metadata
         if meta.get("choices") is not None and value not in meta["choices"]:
             raise AhaError(f"{key} must be one of {meta['choices']}, got {_show(value)}")
+        if meta.get("registry") is not None:
+            try:
+                meta["registry"].get(value)
+            except AhaError as exc:
+                raise AhaError(f"{key}: {exc}") from None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if meta.get("min") is not None and value < meta["min"]:
                 raise AhaError(f"{key} must be >= {meta['min']}, got {value}")
             if meta.get("max") is not None and value > meta["max"]:
                 raise AhaError(f"{key} must be <= {meta['max']}, got {value}")
         kwargs[name] = value
-    obj = cls(**kwargs)
+    obj = dataclasses.replace(base, **kwargs) if isinstance(base, cls) else cls(**kwargs)
     validate = getattr(obj, "validate", None)
     if callable(validate):
         try:
@@ -162,7 +185,16 @@ def _show(value: Any) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
-def _coerce(tp: Any, value: Any, key: str) -> Any:
+def _default(fld: dataclasses.Field) -> Any:
+    """A field's default value (a fresh one for a factory); _MISSING when it has none."""
+    if fld.default is not _MISSING:
+        return fld.default
+    if fld.default_factory is not _MISSING:
+        return fld.default_factory()
+    return _MISSING
+
+
+def _coerce(tp: Any, value: Any, key: str, default: Any = _MISSING) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if tp is Any:
@@ -175,7 +207,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _coerce(arg, value, key)
+                return _coerce(arg, value, key, default)
             except AhaError as exc:
                 errors.append(str(exc))
         raise AhaError(errors[0] if len(errors) == 1 else f"{key}: {_show(value)} fits none of {tp}")
@@ -184,7 +216,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise AhaError(f"{key} must be one of {list(args)}, got {_show(value)}")
         return value
     if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, key + ".")
+        return from_dict(tp, value, key + ".", default if isinstance(default, tp) else None)
     if origin in (list, tuple):
         if isinstance(value, str) and tp is not str:
             value = [v.strip() for v in value.split(",") if v.strip()]
@@ -236,24 +268,25 @@ def all_keys(cls: type, prefix: str = "") -> Iterator[str]:
             yield from all_keys(tp, prefix + fld.name + ".")
 
 
-def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
-    """(key, type, default, help) for every leaf of a config tree; used by `--help-config`."""
+def describe(cls: type, prefix: str = "", instance: Any = None) -> list[tuple[str, str, str, str]]:
+    """(key, type, default, help) for every leaf of a config tree; used by `--help-config`.
+
+    instance: the section's default value when it has its own defaults (see `section`)."""
     rows = []
     hints = typing.get_type_hints(cls)
     for fld in dataclasses.fields(cls):
         tp = hints[fld.name]
+        default = getattr(instance, fld.name) if instance is not None else _default(fld)
         if dataclasses.is_dataclass(tp):
-            rows.extend(describe(tp, prefix + fld.name + "."))
+            rows.extend(describe(tp, prefix + fld.name + ".", default if isinstance(default, tp) else None))
             continue
-        if fld.default is not _MISSING:
-            default = fld.default
-        elif fld.default_factory is not _MISSING:
-            default = fld.default_factory()
-        else:
+        if default is _MISSING:
             default = "(required)"
         help_text = fld.metadata.get("help", "")
         if fld.metadata.get("choices"):
             help_text += f" One of: {', '.join(map(str, fld.metadata['choices']))}."
+        if fld.metadata.get("registry") is not None:
+            help_text += f" One of: {', '.join(fld.metadata['registry'].names())}, or module:function."
         rows.append((prefix + fld.name, _type_name(tp), repr(default), help_text))
     return rows
 

@@ -15,85 +15,65 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from aha.config import load_config
+from aha.config import load_config, option
 from aha.errors import AhaError
 
 
 @dataclass
 class DemoSettings:
-    """Budgets and knobs of the demo (the full defaults are the ones the README's result used).
+    """Budgets and knobs of the demo (the full defaults are the ones the README's result used; what
+    was measured on the way to them: docs/demo/SETTINGS.md).
 
     Budgets are step counts, so a run's numbers do not depend on how busy the machine is; the
     `*_max_seconds` caps only guard a much slower machine. The control's budget is GRPO's measured
-    wall time (the comparison the demo makes is at equal time)."""
+    wall time (the comparison the demo makes is at equal time). `aha demo --set KEY=VALUE` reads
+    overrides with the same loader as every recipe."""
 
-    people: str = "2-3"  # sizes trained and evaluated
-    rl_people: str = "2-3"  # sizes GRPO samples from
-    train_count: int = 20000  # training puzzles per size
-    # 2 people at depth 2 have only ~400 statement sets; 300 go to the test split, and the remaining
-    # ~100 are repeated under fresh names up to train_count so the sizes stay balanced (without it the
-    # training mix was 99.5% 3-person and the model wrote three answer lines for 2-person puzzles)
-    fill: bool = True
-    test_count: int = 300  # held-out puzzles per size
-    depth: int = 2
-    # claims written out in the traces; measured: the nano model stayed on its loss plateau (0%
-    # held-out) where the compact traces reached 5.7% in the same budget, so it is off
-    trace_restate: bool = False
-    name_pool: int = 8  # names drawn from the first 8 of the pool
-    quiz_style: str = "plain"  # "A says that ..." sentences only: prompts about half as long
-    seed: int = 0
-    model_size: str = "nano"
-    vocab_size: int = 1000
-    sft_steps: int = 1100
-    sft_max_seconds: float = 900.0
-    sft_lr: float = 1.2e-3  # 3e-3 sat on a loss plateau for most of the budget (see README)
-    sft_warmup_steps: int = 50
-    sft_batch_tokens: int = 8192
-    # GRPO settings, each measured from the same SFT model (paired greedy accuracy vs SFT; the README
-    # has the table): without a KL term every variant ended at or below SFT (8 prompts x 8 samples,
-    # 2 updates per batch, T 0.8: -4.2 pts; 32 x 8, 1 update, T 1.0: -0.7; T 0.5: +0.2), flipping a
-    # third of the puzzles both ways. KL 0.1 to the SFT model halves the losses. At equal samples,
-    # 16 prompts per step for twice the steps beat 32 (140 x 16: +4.3 [+0.8, +8.0]; 70 x 32: +1.3 to
-    # +3.2); 200 x 16: +5.3 [+1.0, +9.5]. 130 steps is what fits the 20-minute demo: +3.5 [+0.2, +7.0]
-    # in the README's run; at 130 steps KL 0.05 / 0.2, lr 3e-4 and T 1.2 gave -1.2 to +1.8.
-    grpo_steps: int = 130
-    grpo_max_seconds: float = 600.0
-    grpo_lr: float = 2e-4  # 5e-4 (32 x 8, KL 0.1, 70 steps): -2.7 pts, KL 3x higher
-    grpo_prompts: int = 16
-    grpo_samples: int = 8
-    grpo_micro_batch: int = 32  # rollouts per forward/backward (32 was faster than 64 and 128, measured)
-    grpo_temperature: float = 1.0
-    grpo_iterations: int = 1
-    grpo_kl_coef: float = 0.1  # k3 estimate in the loss, reference = the SFT model
-    max_new_tokens: int = 256
-    eval_max_new_tokens: int = 320
-    continued_sft_lr: float = 3e-4
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def with_overrides(self, pairs: list[str]) -> DemoSettings:
-        """A copy with KEY=VALUE strings applied (typed like the field; unknown keys name the choices)."""
-        values = dict(self.__dict__)
-        for pair in pairs:
-            key, sep, raw = pair.partition("=")
-            key = key.strip()
-            if not sep or key not in values or key == "extra":
-                known = ", ".join(k for k in values if k != "extra")
-                raise AhaError(f"demo setting {pair!r} is not KEY=VALUE with a known key; keys: {known}")
-            kind = type(values[key])
-            try:
-                if kind is bool:
-                    if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                        raise ValueError(raw)
-                    values[key] = raw.lower() in ("true", "1", "yes")
-                else:
-                    values[key] = kind(raw)
-            except ValueError:
-                raise AhaError(f"demo setting {key} takes a value of type {kind.__name__}, got {raw!r}") from None
-        return DemoSettings(**values)
+    people: str = option("2-3", "puzzle sizes (people per puzzle) trained and evaluated")
+    rl_people: str = option("2-3", "sizes GRPO samples from")
+    train_count: int = option(20000, "training puzzles per size", min=1)
+    fill: bool = option(True, "repeat the scarce 2-person statement sets under fresh names up to train_count, "
+                        "so both sizes train equally")
+    test_count: int = option(300, "held-out puzzles per size", min=1)
+    depth: int = option(2, "statement nesting depth of the generated puzzles", min=1)
+    trace_restate: bool = option(False, "write each claim out again in the solver traces (off: compact traces "
+                                 "train faster)")
+    name_pool: int = option(8, "draw names from the first N of the pool (shorter, more repetitive prompts)",
+                            min=0)
+    quiz_style: str = option("plain", "'plain' (\"A says that ...\" sentences only) gives shorter prompts than "
+                             "'full'.", choices=["plain", "full"])
+    seed: int = option(0, "seed for data, model and sampling (also `aha demo --seed`)")
+    model_size: str = option("nano", "size of the from-scratch Qwen2 (an `aha init-model --size` name)")
+    vocab_size: int = option(1000, "tokenizer vocabulary, trained on the puzzles", min=16)
+    sft_steps: int = option(1100, "SFT optimizer steps; its warmup and cosine span them", min=1)
+    sft_max_seconds: float = option(900.0, "SFT stops here even with steps left (a guard, not a budget)",
+                                    min=0.0)
+    sft_lr: float = option(1.2e-3, "SFT peak learning rate; a higher one stays on the loss plateau longer",
+                           min=0.0)
+    sft_warmup_steps: int = option(50, "SFT linear warmup steps", min=0)
+    sft_batch_tokens: int = option(8192, "tokens per SFT batch (SFT and the control), padding included", min=16)
+    grpo_steps: int = option(130, "GRPO steps: what fits the 20-minute demo (more steps is the robust lever)",
+                             min=1)
+    grpo_max_seconds: float = option(600.0, "GRPO stops here even with steps left (a guard, not a budget)",
+                                     min=0.0)
+    grpo_lr: float = option(2e-4, "GRPO learning rate; a higher one drifts further from the SFT model", min=0.0)
+    grpo_prompts: int = option(16, "prompts per GRPO step; at equal samples, more steps of fewer prompts won",
+                               min=1)
+    grpo_samples: int = option(8, "samples per prompt: the group each advantage is normalised in", min=1)
+    grpo_micro_batch: int = option(32, "rollouts per forward/backward (capped at prompts x samples); speed only",
+                                   min=1)
+    grpo_temperature: float = option(1.0, "sampling temperature of the GRPO rollouts", min=0.0)
+    grpo_iterations: int = option(1, "updates per batch of rollouts", min=1)
+    grpo_kl_coef: float = option(0.1, "k3 KL penalty to the SFT model in the loss: anchors GRPO to what SFT "
+                                 "learned", min=0.0)
+    max_new_tokens: int = option(256, "response budget of a GRPO rollout", min=1)
+    eval_max_new_tokens: int = option(320, "response budget of the greedy evaluation", min=1)
+    continued_sft_lr: float = option(3e-4, "constant learning rate of the control (SFT continued for GRPO's "
+                                     "wall time)", min=0.0)
 
 
 QUICK = dict(train_count=400, test_count=20, sft_steps=40, grpo_steps=4, grpo_prompts=4, grpo_samples=4,
@@ -121,11 +101,11 @@ def run_demo(out_dir: str | Path, quick: bool = False, settings: DemoSettings | 
     from aha.rollout.base import SamplingParams
     from aha.tasks import get_task
     from aha.train.grpo import train
-    from aha.train.sft import SftConfig, sft
+    from aha.train.sft import sft
 
     s = settings or DemoSettings()
     if quick:
-        s = DemoSettings(**{**s.__dict__, **QUICK})
+        s = replace(s, **QUICK)
     source = Path(grpo_from) if grpo_from else None
     if source is not None:
         _check_grpo_source(source, s)
@@ -193,13 +173,8 @@ def run_demo(out_dir: str | Path, quick: bool = False, settings: DemoSettings | 
     # ---------------------------------------------------------------- 3. SFT
     log(f"[4/8] SFT on reflective solver traces ({s.sft_steps} steps)")
     torch.manual_seed(s.seed)
-    sft_cfg = load_config(SftConfig, None, [
-        f"model.path={untrained}", "model.device=cpu", "data.task=knights-knaves",
-        f"data.task_options={json.dumps(task_options)}", f"max_seconds={s.sft_max_seconds}",
-        f"steps={s.sft_steps}", f"lr={s.sft_lr}", f"warmup_steps={s.sft_warmup_steps}", f"batch_tokens={s.sft_batch_tokens}", "val_every=100",
-        f"run.out_dir={out / 'sft'}", f"run.seed={s.seed}", "run.log_every=5", "run.progress=false"])
     t = time.time()
-    sft(sft_cfg)
+    sft(_sft_config(s, task_options, untrained, out / "sft"))
     seconds["sft"] = time.time() - t
     sft_model = out / "sft" / "model"
     run_eval("sft", sft_model)
@@ -216,14 +191,8 @@ def run_demo(out_dir: str | Path, quick: bool = False, settings: DemoSettings | 
 
     # ---------------------------------------------------------------- 5. control: SFT continued
     log(f"[6/8] control: SFT continued for the GRPO stage's wall time ({seconds['grpo']:.0f}s)")
-    cont_cfg = load_config(SftConfig, None, [
-        f"model.path={sft_model}", "model.device=cpu", "data.task=knights-knaves",
-        f"data.task_options={json.dumps({**task_options, 'seed': s.seed + 1})}",
-        f"max_seconds={seconds['grpo']}", "steps=1000000", f"lr={s.continued_sft_lr}", "warmup_steps=0",
-        "schedule=constant", f"batch_tokens={s.sft_batch_tokens}", "val_every=0",
-        f"run.out_dir={out / 'sft_continued'}", f"run.seed={s.seed + 1}", "run.log_every=5", "run.progress=false"])
     t = time.time()
-    sft(cont_cfg)
+    sft(_control_config(s, task_options, sft_model, out / "sft_continued", seconds["grpo"]))
     seconds["sft_continued"] = time.time() - t
     run_eval("sft_continued", out / "sft_continued" / "model")
     results["sft_continued"]["seconds"] = seconds["sft_continued"]
@@ -255,6 +224,32 @@ def _stage_entry(r: dict[str, Any]) -> dict[str, Any]:
             "buckets": {b: v["accuracy"] for b, v in r["buckets"].items()},
             "format_rate": r["overall"].get("format_rate"), "response_length": r["overall"].get("length_mean"),
             "reflection_rate": r["overall"].get("reflection_rate")}
+
+
+def _sft_config(s: DemoSettings, task_options: dict[str, Any], model: Path, run_dir: Path) -> Any:
+    """The SFT stage's SftConfig: the untrained model on the reflective solver traces."""
+    from aha.train.sft import SftConfig
+
+    return load_config(SftConfig, None, [
+        f"model.path={model}", "model.device=cpu", "data.task=knights-knaves",
+        f"data.task_options={json.dumps(task_options)}", f"max_seconds={s.sft_max_seconds}",
+        f"steps={s.sft_steps}", f"optim.lr={s.sft_lr}", f"optim.warmup_steps={s.sft_warmup_steps}",
+        f"batch_tokens={s.sft_batch_tokens}", "val_every=100",
+        f"run.out_dir={run_dir}", f"run.seed={s.seed}", "run.log_every=5", "run.progress=false"])
+
+
+def _control_config(s: DemoSettings, task_options: dict[str, Any], sft_model: Path, run_dir: Path,
+                    seconds: float) -> Any:
+    """The control's SftConfig: SFT continued from the SFT model on fresh puzzles for `seconds` (GRPO's
+    wall time) at a constant learning rate; the step budget is out of reach, so the time cap ends it."""
+    from aha.train.sft import SftConfig
+
+    return load_config(SftConfig, None, [
+        f"model.path={sft_model}", "model.device=cpu", "data.task=knights-knaves",
+        f"data.task_options={json.dumps({**task_options, 'seed': s.seed + 1})}",
+        f"max_seconds={seconds}", "steps=1000000", f"optim.lr={s.continued_sft_lr}", "optim.warmup_steps=0",
+        "optim.schedule=constant", f"batch_tokens={s.sft_batch_tokens}", "val_every=0",
+        f"run.out_dir={run_dir}", f"run.seed={s.seed + 1}", "run.log_every=5", "run.progress=false"])
 
 
 def _grpo_config(s: DemoSettings, task_options: dict[str, Any], sft_model: Path, run_dir: Path) -> Any:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,9 @@ EOS_TOKEN = "<|im_end|>"
 SPECIAL_TOKENS = [PAD_TOKEN, "<|im_start|>", EOS_TOKEN]
 # Single tokens, but not "special": they must survive decoding with skip_special_tokens=True.
 TAG_TOKENS = ["<think>", "</think>", "<answer>", "</answer>"]
+# End-of-turn tokens of common chat templates (ChatML, Llama 3, Gemma, Phi-3). A chat model stops
+# its reply with these, which are often not the tokenizer's `eos_token`.
+END_OF_TURN_TOKENS = (EOS_TOKEN, "<|eot_id|>", "<end_of_turn>", "<|end|>")
 
 
 @dataclass(frozen=True)
@@ -188,20 +191,32 @@ def load_model(path: str | Path, device: str = "auto", dtype: str = "auto", trai
     return model
 
 
-def eos_token_ids(tokenizer: Any, model: Any = None) -> list[int]:
-    """Every id that ends a completion: the end-of-turn token, the tokenizer's EOS, the model's EOS."""
-    ids: list[int] = []
-    for token in (EOS_TOKEN, getattr(tokenizer, "eos_token", None)):
-        if token is not None:
-            tid = tokenizer.convert_tokens_to_ids(token)
-            if isinstance(tid, int) and tid != getattr(tokenizer, "unk_token_id", None):
-                ids.append(tid)
+def eos_token_ids(tokenizer: Any = None, model: Any = None, explicit: Sequence[int] | None = None) -> list[int]:
+    """The token ids that end a completion (sorted), for every generator and model aha builds.
+
+    explicit: when given (non-empty), exactly these ids.
+    Otherwise: the chat end-of-turn tokens the tokenizer's vocabulary holds (END_OF_TURN_TOKENS), the
+    tokenizer's `eos_token_id`, and the model's `generation_config.eos_token_id` (int or list).
+    Raises AhaError when nothing is found: a generator that can never stop early is a configuration bug.
+    """
+    if explicit:
+        return sorted({int(i) for i in explicit})
+    ids: set[int] = set()
+    if tokenizer is not None:
+        vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
+        for token in END_OF_TURN_TOKENS:
+            if token in vocab:
+                ids.add(int(vocab[token]))
+        if getattr(tokenizer, "eos_token_id", None) is not None:
+            ids.add(int(tokenizer.eos_token_id))
     cfg_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     if isinstance(cfg_eos, int):
-        ids.append(cfg_eos)
-    elif isinstance(cfg_eos, list):
-        ids.extend(cfg_eos)
-    return sorted(set(ids))
+        ids.add(cfg_eos)
+    elif isinstance(cfg_eos, (list, tuple)):
+        ids.update(int(i) for i in cfg_eos)
+    if not ids:
+        raise AhaError("no end-of-sequence token found: give the tokenizer an eos_token or pass eos_token_ids")
+    return sorted(ids)
 
 
 # ----------------------------------------------------------------------------- tiny models from scratch
@@ -268,27 +283,12 @@ def build_model(tokenizer: Any, size: str | ModelSize = "tiny", seed: int = 0, m
     return model
 
 
-def default_corpus(n: int = 2000, seed: int = 0) -> list[str]:
-    """Text for a tokenizer when no task is named: K&K puzzles and arithmetic if available, else digits."""
-    texts: list[str] = []
-    for name in ("knights-knaves", "arithmetic"):
-        try:
-            from aha.tasks import get_task
-
-            texts.extend(get_task(name).corpus(n, seed))
-        except (AhaError, ImportError, TypeError):
-            continue
-    if not texts:
-        texts = [" ".join(str((i * 7919 + j) % 1000) for j in range(20)) for i in range(n)]
-    return texts
-
-
 def init_model(out_dir: str | Path, size: str = "tiny", corpus: Iterable[str] | None = None,
                vocab_size: int = 2000, seed: int = 0, **dims: Any) -> tuple[Any, Any]:
     """Train a tokenizer, build a model, save both to `out_dir`; returns (model, tokenizer)."""
-    texts = list(corpus) if corpus is not None else default_corpus(seed=seed)
+    texts = list(corpus) if corpus is not None else []
     if not texts:
-        raise AhaError("the tokenizer corpus is empty")
+        raise AhaError("the tokenizer corpus is empty: pass corpus= texts of the task the model is for")
     tokenizer = train_tokenizer(texts, vocab_size=vocab_size)
     model = build_model(tokenizer, size=size, seed=seed, **dims)
     quiet_transformers()

@@ -98,6 +98,36 @@ def aggregate(loss_mat: Tensor, mask: Tensor, mode: str = "token_mean", norm_con
     raise ValueError(f"unknown loss aggregation {mode!r}; valid: {', '.join(AGG_MODES)}")
 
 
+def batch_divisors(mask: Tensor, mode: str) -> tuple[float, float]:
+    """The divisors `aggregate` uses when a batch is processed in micro-batches: (batch_tokens,
+    batch_rows) of the whole batch under `mode`'s own definition.
+
+    mask: (B, T) bool, the tokens that count, for every row of the batch (see `loss_token_mask`).
+    batch_tokens is the number of counted tokens (the "token_mean" divisor). batch_rows is every row
+    for "seq_mean_token_sum_norm" (Dr. GRPO divides by B whatever the rows hold) and the rows with
+    at least one counted token for the sequence means (an empty row is left out of their mean).
+    """
+    if mode not in AGG_MODES:
+        raise ValueError(f"unknown loss aggregation {mode!r}; valid: {', '.join(AGG_MODES)}")
+    counts = mask.to(torch.long).sum(dim=-1)  # (B,)
+    tokens = float(counts.sum())
+    rows = float(mask.shape[0]) if mode == "seq_mean_token_sum_norm" else float((counts > 0).sum())
+    return tokens, rows
+
+
+def loss_token_mask(mask: Tensor, truncated: Tensor, mask_truncated: bool) -> Tensor:
+    """The response tokens that enter the loss: (B, T) bool.
+
+    mask: (B, T) bool, the real response tokens; truncated: (B,) bool, the completions cut at the
+    generation cap. With `mask_truncated` (DAPO's overlong filtering, Yu et al. 2025 sec. 3.4) a
+    truncated completion contributes no token, so an unfinished answer is neither rewarded nor
+    penalised through the policy gradient; otherwise `mask` is returned as it is.
+    """
+    if not mask_truncated:
+        return mask
+    return mask & ~truncated.to(torch.bool)[:, None]
+
+
 @POLICY_LOSSES.register("vanilla")
 def ppo_clip_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, *,
                   clip_low: float = 0.2, clip_high: float = 0.2,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
+import textwrap
 
+from aha.config import format_help
 from aha.demo import DemoSettings
 
 HELP = "offline demo: a from-scratch model learns K&K by SFT on reflective traces, then GRPO (about 20 min)"
@@ -16,13 +17,13 @@ paired comparison on the same held-out puzzles -> plots -> results.json and REPO
   aha demo                   # full run, about 20 minutes on 2 cores
   aha demo --quick           # every stage on tiny budgets (about 2-3 minutes): plumbing, not quality
   aha demo --out DIR         # default runs/demo-<date>-<time>
-  aha demo --set grpo_lr=1e-4 --set grpo_steps=150   # change any DemoSettings field
+  aha demo --set grpo_lr=1e-4 --set grpo_steps=150   # change any setting below
   aha demo --grpo-from runs/demo-A --set grpo_kl_coef=0 --out runs/demo-A-nokl
                              # GRPO stage only, from demo A's SFT model, compared with it
 
-Settings (--set KEY=VALUE; defaults are the README's run): {settings}.
-Their meaning: src/aha/demo.py (DemoSettings).""".format(
-    settings=", ".join(f.name for f in fields(DemoSettings) if f.name != "extra"))
+Settings (--set KEY=VALUE, values read like recipe overrides; the defaults are the README's run;
+what was measured on the way to them: docs/demo/SETTINGS.md):
+{settings}""".format(settings=textwrap.indent(format_help(DemoSettings), "  "))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,14 +35,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "model on the same held-out puzzles (puzzle settings must match that demo's)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one demo setting (repeatable); see the list above")
+    p.add_argument("--help-config", action="store_true", help="list every setting with its type, default and "
+                   "meaning, then exit")
+
+
+def settings_from_args(seed: int, pairs: list[str]) -> DemoSettings:
+    """DemoSettings from `--seed` and the `--set KEY=VALUE` pairs (a --set seed= wins over --seed)."""
+    from aha.config import load_config
+
+    return load_config(DemoSettings, None, [f"seed={seed}", *pairs])
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.help_config:
+        print(format_help(DemoSettings))
+        return 0
     from aha.demo import run_demo
     from aha.runs import default_run_dir
 
+    settings = settings_from_args(args.seed, args.set)
     out = args.out or default_run_dir("demo")
-    settings = DemoSettings(seed=args.seed).with_overrides(args.set)
     summary = run_demo(out, quick=args.quick, settings=settings, grpo_from=args.grpo_from)
     st = summary["stages"]
     print("\nstage            accuracy   95% CI")

@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aha.models import count_parameters, default_corpus, init_model
+    from aha.models import count_parameters, init_model
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.force:
@@ -67,3 +67,18 @@ def run(args: argparse.Namespace) -> int:
           f"{cfg.num_attention_heads} heads ({cfg.num_key_value_heads} kv), vocab {len(tokenizer)}, "
           f"{count_parameters(model) / 1e6:.2f}M parameters")
     return 0
+
+
+def default_corpus(n: int = 2000, seed: int = 0) -> list[str]:
+    """Text for a tokenizer when no task is named: K&K puzzles and arithmetic if available, else digits."""
+    from aha.tasks import get_task
+
+    texts: list[str] = []
+    for name in ("knights-knaves", "arithmetic"):
+        try:
+            texts.extend(get_task(name).corpus(n, seed))
+        except (AhaError, ImportError, TypeError):
+            continue
+    if not texts:
+        texts = [" ".join(str((i * 7919 + j) % 1000) for j in range(20)) for i in range(n)]
+    return texts

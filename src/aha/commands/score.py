@@ -80,13 +80,13 @@ def run(args: argparse.Namespace) -> int:
                        "summary": summary, "samples": records}, f, ensure_ascii=False, indent=1)
         print(f"wrote {out}")
     if args.report:
-        from aha.eval.reflection import count_reflections
         from aha.eval.runner import build_results, write_results
+        from aha.rewards.reflection import count_report_reflections
 
         texts = [smp.text for smp in samples]
         for rec, text in zip(records, texts):
             rec["completion"] = text
-            rec["reflections"] = count_reflections(text)
+            rec["reflections"] = count_report_reflections(text)
         report_dir = Path(args.report)
         report_dir.mkdir(parents=True, exist_ok=True)
         write_results(build_results(records, {"source": str(args.completions), "task": args.task}, label=args.task),

@@ -12,10 +12,12 @@ DESCRIPTION = """Supervised fine-tuning from a YAML recipe plus dotted overrides
 Data: data.files = JSONL of {"messages": [...]} (last turn is the assistant's) or
 {"prompt": ..., "response": ...}; or data.task = a task whose examples carry teacher traces
 (e.g. knights-knaves). Batches are packed by token budget (batch_tokens).
+Optimizer and schedule: the optim section shared with `aha train` (optim.lr, optim.warmup_steps,
+optim.schedule, ...; SFT's defaults: lr 1e-3, 50 warmup steps, cosine to 0.1 x lr over `steps`).
 
 examples:
   aha sft recipes/kk_sft_nano.yaml
-  aha sft model.path=models/tiny data.files=[pairs.jsonl] steps=200 lr=1e-3
+  aha sft model.path=models/tiny data.files=[pairs.jsonl] steps=200 optim.lr=1e-3
   aha sft --help-config
 
 Writes RUN_DIR/model (a Hugging Face folder, or a LoRA adapter folder), metrics.jsonl with

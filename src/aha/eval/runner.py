@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from aha.errors import AhaError
-from aha.eval.reflection import count_reflections
 from aha.eval.stats import count_correct, default_ks, pass_at_k_intervals, wilson_interval
 from aha.eval.tables import accuracy_table, markdown_table, natural_key, response_stats
+from aha.rewards.reflection import count_report_reflections
 from aha.rollout.base import SamplingParams
 from aha.runs import append_jsonl, progress, read_jsonl
 from aha.tasks.base import Example
@@ -98,7 +98,7 @@ def evaluate(model: Any, tokenizer: Any, task: Any, examples: list[Example], par
                 gen_tokens += len(c.token_ids)
                 rows.append({"id": ex.id, "bucket": ex.bucket, "sample": c.sample_index, "completion": c.text,
                              "num_tokens": len(c.token_ids), "finish_reason": c.finish_reason,
-                             "reflections": count_reflections(c.text), **verdict.to_dict()})
+                             "reflections": count_report_reflections(c.text), **verdict.to_dict()})
             rows = [r for r in rows if r["id"] not in done]
             append_jsonl(samples_file, rows)
             for r in rows:
@@ -131,7 +131,7 @@ def build_results(records: list[dict[str, Any]], sampling: dict[str, Any], label
         _, n, c = count_correct(rs)
         intervals = pass_at_k_intervals(n, c, n_boot=n_boot, seed=seed)
         k1 = intervals[1]
-        stats = response_stats(rs, reflection_counter=count_reflections)
+        stats = response_stats(rs, reflection_counter=count_report_reflections)
         wilson = wilson_interval(int(c.sum()), int(n.sum()))
         return {
             "accuracy": k1.estimate, "ci_low": k1.low, "ci_high": k1.high,

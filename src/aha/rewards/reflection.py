@@ -1,4 +1,5 @@
-"""Reflection rewards: reward (or keep) self-checking behaviour in the reasoning.
+"""Reflection rewards: reward (or keep) self-checking behaviour in the reasoning; and the one rule
+for counting reflections (`count_reflections`), which the evaluation and distillation reports share.
 
 Two published forms, both computed on the reasoning only (`think_content`: the text inside
 `<think>...</think>`, or everything after `<think>` when it is never closed):
@@ -25,10 +26,9 @@ starting policy's own distribution,
     D = reflections / reasoning tokens,      r = min(0, D / D_q - 1)          (paper, in [-1, 0])
                                              r = min(1, D / D_q)              (code form, in [0, 1])
 
-A reflection is an occurrence of one of the keywords (default: wait, alternatively, check, but;
-whole words, case-insensitive); occurrences whose starts are fewer than `merge_chars` (60)
-characters apart are chained into a single reflection, so "Wait, but let me check" counts once.
-D_q is the q-quantile (default 0.2) of D over the starting policy's rollouts: either given
+Reflections are counted by `count_reflections` (rule at the end) with the keywords wait,
+alternatively, check, but (`keywords`) and `merge_chars` = 60, so "Wait, but let me check" counts
+once. D_q is the q-quantile (default 0.2) of D over the starting policy's rollouts: either given
 (`d_q`) or measured automatically on the first `calibration_steps` batches the reward sees. While
 calibrating the reward returns None (contributing 0 to the total). So only completions that reflect
 less than the q-quantile are penalised.
@@ -42,6 +42,16 @@ The density reward is stateful (the calibration), so it is an object, `Reflectio
 `__call__` has the reward signature. The registry holds one shared instance; `RewardComposer`
 gives each recipe entry its own via `fresh()` and checkpoints it through `state_dict()` /
 `load_state_dict()`.
+
+Counting reflections: `count_reflections` is aha's one rule, used by the density reward and by the
+evaluation, `aha score` and distillation reports. A keyword (a word or a phrase) occurs where it
+matches case-insensitively with a word boundary (regex `\\b`) on both sides, so it never matches
+inside a longer word ("awaiting" holds no "wait"), but a hyphen is a boundary ("double-check" holds
+"check", "re-verify" holds "verify"). Longer keywords are tried first and occurrences do not
+overlap, so "let's reconsider" is one occurrence, not also a "reconsider". Occurrences whose starts
+are fewer than `merge_chars` characters apart chain into one reflection; `merge_chars` = 0 counts
+every occurrence. The density reward uses `DEFAULT_KEYWORDS` with `merge_chars` = 60; the reports
+use `REPORT_PHRASES` with `merge_chars` = 0 (each phrase occurrence counts once).
 """
 
 from __future__ import annotations
@@ -49,7 +59,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from aha.errors import AhaError
@@ -60,7 +70,7 @@ from aha.tasks.formatting import think_content
 
 # (name, regex, weight, decay), matched on lower-cased text. Lookbehinds keep a phrase of a later
 # group from also counting as a plain "validate" / "verify"; the leading lookahead on the possible
-# first letters lets the scan skip most positions cheaply (about 3x faster).
+# first letters lets the scan skip most positions cheaply.
 REFLECTION_GROUPS: list[tuple[str, re.Pattern[str], float, float]] = [
     ("verification", re.compile(
         r"(?=[dvrc])\b(?:double[- ]?check\w*"
@@ -124,9 +134,20 @@ def reflection(batch: RewardBatch, scale: float = 1.2, cap: float = 1.0, digits:
     return RewardOutput(scores, metrics)
 
 
-# --------------------------------------------------------------------------- density form (REA-RL)
+# --------------------------------------------------------------------------- counting reflections
 
+# REA-RL's reflection keywords (the density reward's default)
 DEFAULT_KEYWORDS = ("wait", "alternatively", "check", "but")
+
+# The phrases the evaluation, `aha score` and distillation reports count, each occurrence once
+# (merge_chars=0): the phrases the research counts ("re-evaluate", "try a different approach",
+# "wait", ...) and the wording of aha's own reflective Knights-and-Knaves traces ("contradiction",
+# "reconsider").
+REPORT_PHRASES = (
+    "re-evaluate", "reevaluate", "re-examine", "reconsider", "let's reconsider", "try a different approach",
+    "try another", "double-check", "double check", "verify", "let me check", "contradiction", "contradicts",
+    "wait", "on second thought", "mistake", "backtrack", "go back",
+)
 
 
 @functools.lru_cache(maxsize=32)
@@ -135,17 +156,45 @@ def _keyword_regex(keywords: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile(rf"\b(?:{alternation})\b", re.IGNORECASE)
 
 
-def count_reflections(text: str, keywords: Sequence[str] = DEFAULT_KEYWORDS, merge_chars: int = 60) -> int:
-    """Number of reflections in `text`: keyword occurrences, chaining those whose starts are fewer
-    than `merge_chars` characters apart into one (so with 60, starts up to 59 apart merge)."""
+def _occurrences(text: object, keywords: Sequence[str]) -> Iterator[re.Match[str]]:
     if not isinstance(text, str) or not text or not keywords:
-        return 0
+        return iter(())
+    return _keyword_regex(tuple(str(k) for k in keywords)).finditer(text)
+
+
+def count_reflections(text: str, keywords: Sequence[str] = DEFAULT_KEYWORDS, merge_chars: int = 60) -> int:
+    """Number of reflections in `text` (the rule is in the module docstring).
+
+    keywords: words or phrases that mark a reflection (whole words, case-insensitive, longest first).
+    merge_chars: occurrences whose starts are fewer than this many characters apart chain into one
+        reflection (with 60, starts up to 59 apart merge); 0 counts every occurrence.
+    Anything but a non-empty string has no reflections.
+    """
     count, last = 0, None
-    for match in _keyword_regex(tuple(str(k) for k in keywords)).finditer(text):
+    for match in _occurrences(text, keywords):
         if last is None or match.start() - last >= merge_chars:
             count += 1
         last = match.start()
     return count
+
+
+def count_report_reflections(text: str) -> int:
+    """Reflections in `text` as the evaluation, `aha score` and distillation reports count them:
+    every occurrence of a `REPORT_PHRASES` phrase (`count_reflections` with merge_chars=0)."""
+    return count_reflections(text, REPORT_PHRASES, merge_chars=0)
+
+
+def reflection_counts(text: str, keywords: Sequence[str] = DEFAULT_KEYWORDS) -> dict[str, int]:
+    """Occurrences of each keyword in `text` (lower-cased keyword -> count, nothing merged); absent
+    keywords are left out. The counts add up to `count_reflections(text, keywords, merge_chars=0)`."""
+    counts: dict[str, int] = {}
+    for match in _occurrences(text, keywords):
+        key = match.group(0).lower()
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+# --------------------------------------------------------------------------- density form (REA-RL)
 
 
 def reasoning_tokens(text: str, num_tokens: int, think_preopened: bool = False, token_count: str = "share") -> float:

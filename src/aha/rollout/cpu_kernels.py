@@ -4,8 +4,8 @@ compiler on first use.
 On a CPU, the decode step's attention (one query per row over a shared prompt and the row's own
 generated keys) is dozens of tiny batched matmuls and layout copies per step when written in PyTorch;
 `csrc/cascade_attention.c` does it in two OpenMP loops that stream each row's keys and values once
-(the attention about 2x faster, the whole decode about 1.3x: README "Performance" has the benchmark
-with and without `AHA_CPU_KERNELS=0`). The softmax between them stays in PyTorch.
+(README "Performance" has the benchmark with and without `AHA_CPU_KERNELS=0`). The softmax between
+them stays in PyTorch.
 
 The kernel is optional. `cascade_kernels()` compiles the source once per machine into a cache
 directory (`$AHA_CACHE_DIR`, else `$XDG_CACHE_HOME/aha`, else `~/.cache/aha`; the file name hashes

@@ -1,7 +1,7 @@
 """The transformers `generate` backend: the reference the engine is checked against.
 
 Each prompt is repeated n times, left-padded into one batch and handed to `model.generate`; stop
-strings are checked by a StoppingCriteria built on the engine's `StopChecker` so rows stop early
+strings are checked by a StoppingCriteria built on `base.StopChecker` so rows stop early
 (generate's own `stop_strings` needs a tokenizer whose vocabulary round-trips through
 `convert_ids_to_tokens`, which not every tokenizer does), and every row is trimmed after its first EOS
 or stop string afterwards (generate pads finished rows until the longest one ends).
@@ -21,15 +21,15 @@ from typing import Any
 
 import torch
 
-from aha.errors import AhaError
-from aha.rollout.base import Completion, SamplingParams
-from aha.rollout.engine import (
+from aha.rollout.base import (
+    Completion,
+    SamplingParams,
     StopChecker,
     build_completions,
     check_params,
+    eval_mode,
     model_device,
-    resolve_eos_ids,
-    resolve_pad_id,
+    resolve_token_ids,
 )
 
 
@@ -60,7 +60,7 @@ class HFGenerator:
     model: a transformers causal LM (optionally PEFT-wrapped), on any device and dtype.
     tokenizer: decodes completions and serves generate's stop-string criterion; may be None, then text
         is "" and stop strings are refused.
-    eos_token_ids: ids that end a completion; default: see `resolve_eos_ids`.
+    eos_token_ids: ids that end a completion; default: see `aha.models.eos_token_ids`.
     pad_token_id: left-padding id; default: the tokenizer's pad token, else the first EOS id.
     """
 
@@ -68,8 +68,7 @@ class HFGenerator:
                  pad_token_id: int | None = None):
         self.model = model
         self.tokenizer = tokenizer
-        self.eos_ids = resolve_eos_ids(tokenizer, model, eos_token_ids)
-        self.pad_id = resolve_pad_id(tokenizer, self.eos_ids, pad_token_id)
+        self.eos_ids, self.pad_id = resolve_token_ids(tokenizer, model, eos_token_ids, pad_token_id)
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
         """Sample `params.n` completions per prompt; ordered by (prompt_index, sample_index).
@@ -79,9 +78,7 @@ class HFGenerator:
         """
         from transformers import GenerationConfig, StoppingCriteriaList
 
-        check_params(params, self.tokenizer)
-        if any(len(p) == 0 for p in prompts):
-            raise AhaError("empty prompt: every prompt needs at least one token")
+        check_params(params, self.tokenizer, prompts)
         if not prompts:
             return []
         n = params.n
@@ -106,15 +103,10 @@ class HFGenerator:
             vocab = max(len(self.tokenizer), int(getattr(self.model.config, "vocab_size", 0) or 0))
             extra["stopping_criteria"] = StoppingCriteriaList([_StopStrings(stop, P, vocab)])
         devices = [device] if device.type == "cuda" else []
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.random.fork_rng(devices=devices), torch.inference_mode():
-                torch.manual_seed(params.seed & 0xFFFF_FFFF_FFFF_FFFF)
-                out = self.model.generate(input_ids=ids.to(device), attention_mask=attn.to(device),
-                                          generation_config=config, **extra)
-        finally:
-            self.model.train(was_training)
+        with eval_mode(self.model), torch.random.fork_rng(devices=devices), torch.inference_mode():
+            torch.manual_seed(params.seed & 0xFFFF_FFFF_FFFF_FFFF)
+            out = self.model.generate(input_ids=ids.to(device), attention_mask=attn.to(device),
+                                      generation_config=config, **extra)
         generated = out[:, P:].tolist()  # (R, <= max_new_tokens)
         eos = set(self.eos_ids)
         tokens, reasons = [], []

@@ -1,5 +1,4 @@
-"""Pieces shared by the RL and SFT loops: policy loading with LoRA, optimizer and schedule, token
-log-probs, padding."""
+"""Pieces shared by the RL and SFT loops: policy loading with LoRA, and the optimizer with its schedule."""
 
 from __future__ import annotations
 
@@ -7,7 +6,6 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from aha.config import LoraConfig, ModelConfig
 from aha.errors import AhaError
@@ -73,50 +71,3 @@ def make_optimizer(model: Any, lr: float, weight_decay: float, betas: tuple[floa
         return 1.0
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def pad_right(seqs: list[list[int]], pad_id: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids (B, L), attention mask (B, L)) with sequences right-padded to the longest."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[i, : len(s)] = 1
-    return ids.to(device), mask.to(device)
-
-
-def token_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, start: int,
-                   temperature: float = 1.0, with_entropy: bool = False, entropy_grad: bool = False
-                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-probs of tokens input_ids[:, start+1:] given their prefixes, at `temperature`.
-
-    input_ids, attention_mask: (B, L), right-padded.
-    start: first position whose next-token prediction is needed (the shortest prompt length - 1),
-        so the prompt-only prefix is not pushed through the vocabulary projection.
-    Returns logprobs (B, L-1-start) for targets input_ids[:, start+1:], and entropy of the same
-    positions when asked (else None); the entropy carries gradients only with `entropy_grad`
-    (an entropy bonus), otherwise it is a detached metric.
-    """
-    width = input_ids.shape[1] - start  # positions start .. L-1; the last one predicts nothing we need
-    out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=width)
-    targets = input_ids[:, start + 1:]  # (B, T)
-    return logprobs_from_logits(out.logits[:, :-1, :], targets, temperature, with_entropy, entropy_grad)
-
-
-def logprobs_from_logits(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
-                         with_entropy: bool = False, entropy_grad: bool = False
-                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-probs (B, T) of targets (B, T) under next-token logits (B, T, V) at `temperature`, and the
-    entropy (B, T) of the same distributions when asked (with gradients only with `entropy_grad`)."""
-    logits = logits.float()
-    if temperature and temperature != 1.0:
-        logits = logits / temperature
-    logp = F.log_softmax(logits, dim=-1)  # (B, T, V)
-    chosen = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, T)
-    if not with_entropy:
-        return chosen, None
-    if entropy_grad:
-        return chosen, -(logp.exp() * logp).sum(-1)
-    with torch.no_grad():
-        return chosen, -(logp.exp() * logp).sum(-1)

@@ -12,6 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from aha.algo.advantages import ADVANTAGES
+from aha.algo.kl import KL_ESTIMATORS
+from aha.algo.losses import AGG_MODES, POLICY_LOSSES
 from aha.config import LoraConfig, ModelConfig, RunConfig, option, section
 from aha.rewards.compose import RewardSpec
 
@@ -44,15 +47,22 @@ class RolloutConfig:
 class AlgoConfig:
     """Advantage estimator and policy loss (see aha/algo for the formulas)."""
 
-    advantage: str = option("grpo", "advantage estimator: grpo, dr_grpo, rloo, reinforce_pp")
+    advantage: str = option("grpo", "advantage estimator (aha.algo.advantages)", registry=ADVANTAGES)
     advantage_options: dict[str, Any] = option({}, "keyword options of the estimator (e.g. {group_baseline: true})")
-    loss_agg: str = option("token_mean", "loss aggregation: token_mean (DAPO), seq_mean_token_mean (GRPO), "
-                           "seq_mean_token_sum_norm (Dr. GRPO)",
-                           choices=["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"])
+    policy_loss: str = option("vanilla", "per-token policy loss (aha.algo.losses; vanilla = PPO clip with "
+                              "decoupled bounds)", registry=POLICY_LOSSES)
+    loss_agg: str = option("token_mean", "loss aggregation (aha.algo.losses.aggregate): token_mean (DAPO), "
+                           "seq_mean_token_mean (GRPO), seq_mean_token_sum_norm (Dr. GRPO), token_sum, "
+                           "seq_mean_token_sum", choices=list(AGG_MODES))
     clip_low: float = option(0.2, "PPO clip below: ratio >= 1 - clip_low", min=0.0)
     clip_high: float = option(0.2, "PPO clip above: ratio <= 1 + clip_high (0.28 is DAPO's clip-higher)", min=0.0)
     kl_coef: float = option(0.0, "KL-to-reference coefficient; 0 skips the reference model entirely", min=0.0)
-    kl_estimator: str = option("k3", "per-token KL estimator", choices=["k1", "k2", "k3"])
+    kl_estimator: str = option("k3", "per-token KL estimator (aha.algo.kl; kl, mse and low_var_kl are verl's "
+                               "names for k1, k2, k3)", registry=KL_ESTIMATORS)
+    kl_clamp: float = option(0.0, "clamp each token's KL estimate to [-kl_clamp, kl_clamp] (Logic-RL: 10); "
+                             "0 is off", min=0.0)
+    clip_ratio_c: float = option(0.0, "dual-clip constant (> 1; verl uses 3): a negative-advantage token's loss "
+                                 "is capped at -A * clip_ratio_c; 0 is off", min=0.0)
     kl_in_reward: bool = option(False, "subtract kl_coef * KL from the sequence reward instead of adding a loss term")
     entropy_coef: float = option(0.0, "entropy bonus coefficient (0 is off)", min=0.0)
     mask_truncated: bool = option(False, "drop completions cut at max_new_tokens from the loss (DAPO overlong filter)")
@@ -134,3 +144,5 @@ class TrainConfig:
             raise ValueError("no rewards: list at least one under `rewards`")
         if self.algo.dynamic_sampling and self.algo.max_resample_rounds < 1:
             raise ValueError("algo.dynamic_sampling needs algo.max_resample_rounds >= 1")
+        if 0 < self.algo.clip_ratio_c <= 1:
+            raise ValueError(f"algo.clip_ratio_c must be > 1 (or 0 for off), got {self.algo.clip_ratio_c}")

@@ -20,7 +20,7 @@ from typing import Any
 
 from aha.config import ModelConfig, RunConfig, option, section
 from aha.errors import AhaError
-from aha.eval.reflection import count_reflections
+from aha.rewards.reflection import count_report_reflections
 from aha.rollout.base import Completion, SamplingParams
 from aha.runs import RunDir, progress
 
@@ -123,7 +123,7 @@ def distill(cfg: DistillConfig, generator: Any = None, tokenizer: Any = None) ->
                     response = c.text if not think_preopened else "<think>" + c.text
                     kept_rows.append({"id": ex.id, "bucket": ex.bucket, "prompt": ex.prompt, "response": response,
                                       "num_chars": len(c.text), "num_tokens": len(c.token_ids) or None,
-                                      "reflections": count_reflections(c.text)})
+                                      "reflections": count_report_reflections(c.text)})
                 stats["kept"] += kept_here
                 stats["prompts_with_kept"] += kept_here > 0
             bar.update(len(chunk), kept=len(kept_rows))

@@ -8,8 +8,10 @@ covers the response and end-of-turn tokens only.
 
 Batches are built by token budget: examples are sorted by length inside shuffled windows and
 packed into batches of at most `batch_tokens` tokens including padding, so short examples do not
-pay for long ones. Training stops at `steps` or after `max_seconds` of wall time, whichever comes
-first; the cosine schedule follows whichever budget is nearer to running out.
+pay for long ones. The optimizer and its schedule are `aha train`'s (the `optim` section,
+`make_optimizer`: AdamW, linear warmup, then constant or cosine over `steps`), with SFT's own
+defaults. The schedule follows optimizer steps only, so a run's learning rates do not depend on how
+busy the machine is; `max_seconds` only stops the run early (the schedule then ends before its floor).
 
 Run: `aha sft recipes/kk_sft_nano.yaml [key=value ...]`; the trained model is written to
 RUN_DIR/model as a standalone Hugging Face folder (or a LoRA adapter folder).
@@ -17,11 +19,10 @@ RUN_DIR/model as a standalone Hugging Face folder (or a LoRA adapter folder).
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -34,7 +35,11 @@ from aha.prompts import render_prompt
 from aha.runs import RunDir, progress
 from aha.tasks.base import preopens_think
 from aha.train.checkpoint import latest_checkpoint, load_training_state, load_weights, save_checkpoint
-from aha.train.common import load_policy
+from aha.train.common import load_policy, make_optimizer
+from aha.train.config import OptimConfig
+
+# the optimizer keys that moved into the `optim` section
+_OPTIM_KEYS = ("lr", "warmup_steps", "schedule", "min_lr_ratio", "weight_decay", "beta1", "beta2", "max_grad_norm")
 
 
 @dataclass
@@ -58,21 +63,18 @@ class SftConfig:
     lora: LoraConfig = section(LoraConfig, "LoRA adapter")
     data: SftDataConfig = section(SftDataConfig, "training data")
     run: RunConfig = section(RunConfig, "run directory and logging")
+    optim: OptimConfig = section(OptimConfig, "AdamW and its schedule (the schedule spans `steps`)", lr=1e-3,
+                                 warmup_steps=50, schedule="cosine", min_lr_ratio=0.1, beta2=0.98)
     batch_tokens: int = option(8192, "tokens per batch, padding included", min=16)
-    steps: int = option(1000, "optimizer steps at most", min=1)
-    max_seconds: float = option(0.0, "stop after this much wall time (0 = no limit)", min=0.0)
-    lr: float = option(1e-3, "peak learning rate", min=0.0)
-    warmup_steps: int = option(50, "linear warmup steps", min=0)
-    schedule: str = option("cosine", "after warmup", choices=["constant", "cosine"])
-    min_lr_ratio: float = option(0.1, "cosine floor as a fraction of lr", min=0.0, max=1.0)
-    weight_decay: float = option(0.0, "AdamW weight decay", min=0.0)
-    beta1: float = option(0.9, "AdamW beta1", min=0.0, max=1.0)
-    beta2: float = option(0.98, "AdamW beta2", min=0.0, max=1.0)
-    max_grad_norm: float = option(1.0, "gradient clipping by global norm; 0 is off", min=0.0)
+    steps: int = option(1000, "optimizer steps at most; the learning-rate schedule spans them", min=1)
+    max_seconds: float = option(0.0, "stop after this much wall time (0 = no limit); a guard, the schedule "
+                                "does not follow it", min=0.0)
     val_every: int = option(100, "validation loss every N steps (and at the end); 0 is off", min=0)
     checkpoint_every: int = option(0, "resumable checkpoint every N steps (and at the end); 0 = end only", min=0)
     keep_checkpoints: int = option(2, "keep the newest N checkpoints", min=1)
     resume: str = option("", "run directory to continue from its newest checkpoint")
+
+    RENAMED: ClassVar[dict[str, str]] = {key: f"optim.{key}" for key in _OPTIM_KEYS}
 
     def validate(self) -> None:
         if not self.data.files and not self.data.task:
@@ -222,23 +224,17 @@ def sft(cfg: SftConfig) -> Path:
     log.info(f"{len(train_set)} training examples ({sum(lengths)} tokens), {len(val_set)} validation examples")
 
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
+    o = cfg.optim
+    optimizer, scheduler = make_optimizer(model, o.lr, o.weight_decay, (o.beta1, o.beta2), o.schedule,
+                                          o.warmup_steps, cfg.steps, o.min_lr_ratio)
     step, epoch, batch_index, elapsed_before = 0, 0, 0, 0.0
     if resume_from is not None:
         ckpt = latest_checkpoint(resume_from)
         load_weights(model, ckpt / "model")
-        state = load_training_state(ckpt, optimizer, None)
+        state = load_training_state(ckpt, optimizer, scheduler)
         step, epoch, batch_index = state["step"], state["epoch"], state["batch_index"]
         elapsed_before = state.get("elapsed", 0.0)
         log.info(f"resumed from {ckpt} at step {step}")
-
-    def lr_at(progress_: float, step_: int) -> float:
-        if cfg.warmup_steps and step_ < cfg.warmup_steps:
-            return cfg.lr * (step_ + 1) / cfg.warmup_steps
-        if cfg.schedule == "constant":
-            return cfg.lr
-        p = min(1.0, max(0.0, progress_))
-        return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
 
     def validation_loss() -> float:
         model.eval()
@@ -252,7 +248,7 @@ def sft(cfg: SftConfig) -> Path:
         return total / max(count, 1)
 
     def checkpoint() -> None:
-        save_checkpoint(run.path, step, model, tokenizer, optimizer, None,
+        save_checkpoint(run.path, step, model, tokenizer, optimizer, scheduler,
                         {"epoch": epoch, "batch_index": batch_index, "elapsed": elapsed()},
                         keep=cfg.keep_checkpoints)
 
@@ -274,19 +270,18 @@ def sft(cfg: SftConfig) -> Path:
                 ids, attn, labels = collate([train_set[i] for i in batches[batch_index]], tokenizer.pad_token_id,
                                             device)
                 batch_index += 1
-                frac = max(step / cfg.steps, elapsed() / cfg.max_seconds if cfg.max_seconds else 0.0)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_at(frac, step)
                 loss, n_tokens = response_loss(model, ids, attn, labels)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
+                norm = torch.nn.utils.clip_grad_norm_(params, o.max_grad_norm or float("inf"))
+                lr = optimizer.param_groups[0]["lr"]  # the rate this step used
                 optimizer.step()
+                scheduler.step()
                 step += 1
                 loss_value = float(loss.detach())
                 ema = loss_value if ema is None else 0.95 * ema + 0.05 * loss_value
                 window_tokens += int(attn.sum())
-                metrics = {"train/loss": loss_value, "train/loss_ema": ema, "lr": optimizer.param_groups[0]["lr"],
+                metrics = {"train/loss": loss_value, "train/loss_ema": ema, "lr": lr,
                            "grad_norm": float(norm), "epoch": epoch, "response_tokens": n_tokens}
                 last = step >= cfg.steps or (cfg.max_seconds and elapsed() >= cfg.max_seconds)
                 if cfg.val_every and val_set and (step % cfg.val_every == 0 or last):

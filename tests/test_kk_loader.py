@@ -121,8 +121,11 @@ def test_file_level_errors(tmp_path):
         load_puzzles(tmp_path / "empty.jsonl")
     with pytest.raises(AhaError, match="does not exist"):
         load_puzzles(tmp_path / "missing.jsonl")
-    (tmp_path / "x.csv").write_text("a")
-    with pytest.raises(AhaError, match="use .jsonl or .parquet"):
+    (tmp_path / "x.txt").write_text("a")
+    with pytest.raises(AhaError, match="unsupported file type '.txt'; use .jsonl"):
+        load_puzzles(tmp_path / "x.txt")
+    (tmp_path / "x.csv").write_text("a\n")  # CSV is read (issue 19); a header alone holds no records
+    with pytest.raises(AhaError, match="no records"):
         load_puzzles(tmp_path / "x.csv")
     (tmp_path / "broken.parquet").write_text("not parquet")
     with pytest.raises(AhaError, match="cannot read parquet"):

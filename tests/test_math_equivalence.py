@@ -139,7 +139,8 @@ PARSE_CASES = [
     ("9" * 200, None),  # absurdly long: left to the (time-bounded) symbolic stage
     ("1" + "m" * 60 + "x", None),  # hostile unit-like tail: rejected in linear time
     ("12 square feet", Fraction(12)),  # several unit words
-    ("2 apples", None),  # not a unit: not a plain number
+    ("2 apples", Fraction(2)),  # a plain word after a space is a unit too (issue 19: "3 bolts")
+    ("2apples", None),  # ... but one written against the number must be a known unit ("2x" is not 2)
 ]
 
 
@@ -157,3 +158,74 @@ def test_rounding_rule_is_symmetric():
     assert not numbers_equal(third, Number(Fraction(333, 1000), 3), min_rounded_decimals=4)
     # against an integer a decimal must be exact: 2.0004 is not 2
     assert not numbers_equal(Number(Fraction(2)), Number(Fraction(20004, 10000), 4))
+
+
+# issue 19: matrices and vectors compare cell by cell; numbers in a base keep their base; plain unit
+# words after the final number. (gold, prediction, equivalent?, stage that decides)
+_VEC = "\\begin{pmatrix} -2 \\\\ -14 \\\\ -7 \\end{pmatrix}"  # MATH's spelling, spaces around `\\`
+_MAT = "\\begin{pmatrix} 1/2 & 3 \\\\ 0 & 1 \\end{pmatrix}"
+STRUCTURED_CASES = [
+    # ---- column vectors
+    (_VEC, "-2", False, "elementwise"),  # a bare first entry is not the vector (was accepted)
+    (_VEC, "\\begin{pmatrix} -2 \\\\ -14 \\\\ -8 \\end{pmatrix}", False, "elementwise"),  # wrong last entry (was accepted)
+    (_VEC, "\\begin{pmatrix}-2\\\\-14\\\\-7\\end{pmatrix}", True, "elementwise"),  # no spaces (was rejected)
+    (_VEC, "\\begin{bmatrix} -2 \\\\ -14 \\\\ -7 \\end{bmatrix}", True, "elementwise"),  # bmatrix
+    (_VEC, "\\left(\\begin{array}{c} -2 \\\\ -14 \\\\ -7 \\end{array}\\right)", True, "elementwise"),  # array in parens
+    (_VEC, "\\begin{pmatrix} -\\frac{4}{2} \\\\ -14 \\\\ -7 \\end{pmatrix}", True, "elementwise"),  # \frac entry
+    (_VEC, "\\begin{pmatrix} -2 \\\\ -14 \\\\ -7 \\\\ \\end{pmatrix}", True, "elementwise"),  # trailing row break
+    (_VEC, "(-2, -14, -7)", True, "elementwise"),  # a tuple for a column vector
+    (_VEC, "(-2, -14)", False, "elementwise"),  # a tuple of the wrong length
+    (_VEC, "\\begin{pmatrix} -2 & -14 & -7 \\end{pmatrix}", False, "elementwise"),  # row vector: other shape
+    ("(-2, -14, -7)", _VEC, True, "elementwise"),  # gold as a tuple, prediction as a vector
+    (_VEC, "\\frac{2\\cdot(" + _VEC + ")}{2}", True, "symbolic"),  # arithmetic on a matrix: math-verify
+    (_VEC, "2\\cdot" + _VEC, False, "symbolic"),  # ... which also rejects a scaled one
+    (_VEC, "\\begin{pmatrix} -2 \\\\[2pt] -14 \\\\ -7 \\end{pmatrix}", True, "elementwise"),  # row spacing arg
+    # ---- matrices
+    (_MAT, "\\begin{pmatrix}\\frac12&3\\\\0&1\\end{pmatrix}", True, "elementwise"),  # \frac12, no spaces (was rejected)
+    (_MAT, "\\begin{bmatrix} \\frac{1}{2} & 3 \\\\ 0 & 1 \\end{bmatrix}", True, "elementwise"),  # bmatrix
+    (_MAT, "\\begin{pmatrix} 0.5 & 3 \\\\ 0 & 2 \\end{pmatrix}", False, "elementwise"),  # one wrong cell
+    (_MAT, "\\begin{pmatrix} 0.5 & 0 \\\\ 3 & 1 \\end{pmatrix}", False, "elementwise"),  # transposed
+    (_MAT, "\\begin{pmatrix} 0.5 & 3 & 0 & 1 \\end{pmatrix}", False, "elementwise"),  # flattened
+    ("\\begin{pmatrix} \\sqrt{2} & 0 \\\\ 0 & 1 \\end{pmatrix}",
+     "\\begin{pmatrix} \\frac{2}{\\sqrt{2}} & 0 \\\\ 0 & 1 \\end{pmatrix}", True, "elementwise"),  # symbolic cell
+    # ---- numbers in a base
+    ("52_8", "52_9", False, "base"),  # another base (was accepted)
+    ("52_8", "52", False, "base"),  # no base is decimal 52 (was accepted)
+    ("52_8", "42", False, "base"),  # the decimal value, not written in the asked base
+    ("52_8", "52_{8}", True, "base"),  # braced subscript
+    ("52_8", "(52)_8", True, "base"),  # parenthesised digits
+    ("52_8", "052_8", True, "base"),  # leading zero
+    ("52_8", "52_{\\text{eight}}", True, "base"),  # base as a word
+    ("1011_2", "1011_3", False, "base"),  # same digits, other base
+    ("A5_{16}", "a5_{16}", True, "base"),  # hex digits in either case
+    ("42", "42_{10}", True, "numeric"),  # base ten is a plain number
+    ("x_1", "x_1", True, "string"),  # a subscripted variable is not a based number
+    # ---- plain unit words after the final number
+    ("3", "3 bolts", True, "numeric"),  # GSM8K: unit word without \text (was rejected)
+    ("60", "60 instructions", True, "numeric"),  # another word
+    ("3", "3 \\text{ bolts}", True, "numeric"),  # the \text form, as before
+    ("3", "4 bolts", False, "numeric"),  # a wrong number stays wrong
+    ("2", "2x", False, "symbolic"),  # a variable against the number is not a unit
+    ("2", "2 pi", False, "symbolic"),  # pi is not a unit
+    ("5", "5 or 6", False, "symbolic"),  # an alternative is not a unit
+    ("3", "3 times", True, "numeric"),  # "how many times": a trailing word, not multiplication
+    ("4", "4 squared", False, "symbolic"),  # a trailing word that changes the value
+]
+
+
+@pytest.mark.parametrize("gold, pred, equal, method", STRUCTURED_CASES)
+def test_structured_answers(gold, pred, equal, method):
+    result = is_equivalent(gold, pred, timeout=10.0)
+    assert (result.equal, result.method) == (equal, method), result
+
+
+def test_row_break_survives_normalisation():
+    # `\\ ` (row break, space) keeps both backslashes; `\ ` (a LaTeX space) is still removed
+    assert normalize_answer("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}") == "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}"
+    assert normalize_answer("3\\ \\text{cm}") == "3"
+
+
+def test_matrix_never_raises_on_garbage():
+    for junk in ("\\begin{pmatrix}", "\\begin{pmatrix} & \\\\ & \\end{pmatrix}", "\\begin{array}{c}\\end{array}",
+                 "\\begin{pmatrix}" + "1&" * 500 + "1\\end{pmatrix}", "(,)", "\\langle 1, 2 \\rangle"):
+        assert isinstance(is_equivalent(_VEC, junk, timeout=2.0).equal, bool)

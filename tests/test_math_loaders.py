@@ -150,3 +150,33 @@ def test_missing_file():
         read_file("/nonexistent/data.jsonl")
     with pytest.raises(AhaError, match="does not exist"):
         load_records(["./nope.jsonl"], "gsm8k")
+
+
+GROUPING_CASES = [
+    # (record, expected (year, contest, number))
+    ({"id": "2024_AIME_I_Problems/Problem_3", "problem": "q", "answer": "5"}, (2024, "AIME I", 3)),  # AIME id (was: none)
+    ({"id": "2024_AIME_II_Problems/Problem_15", "problem": "q", "answer": "5"}, (2024, "AIME II", 15)),  # AIME II
+    ({"id": 60, "problem": "q", "answer": "5",
+      "url": "https://artofproblemsolving.com/wiki/index.php/2023_AIME_II_Problems/Problem_7"}, (2023, "AIME II", 7)),  # AIME url
+    ({"id": "2021-I-1", "problem": "q", "answer": "5"}, (2021, "AIME I", 1)),  # aha's own id form, as before
+    ({"id": 1, "problem": "q", "answer": 1.0,
+      "url": "https://artofproblemsolving.com/wiki/index.php/2023_AMC_10B_Problems/Problem_12"}, (2023, "AMC 10B", 12)),  # AMC url
+    ({"id": "2024_AIME_I_Problems/Problem_3", "problem": "q", "answer": "5", "year": 1999},
+     (1999, "AIME I", 3)),  # a field in the file wins over the id
+    ({"id": "x2024_AIMEE_I", "problem": "q", "answer": "5"}, (None, None, None)),  # not a contest name
+]
+
+
+@pytest.mark.parametrize("record, expected", GROUPING_CASES)
+def test_groupings_from_aime_and_amc_names(tmp_path, record, expected):
+    (row,) = load_records([write_jsonl(tmp_path / "c.jsonl", [record])], "competition")
+    assert (row.get("year"), row.get("contest"), row.get("number")) == expected
+
+
+def test_aime_table_has_year_buckets(tmp_path):
+    from aha.tasks import get_task
+
+    rows = [{"id": f"{y}_AIME_I_Problems/Problem_{n}", "problem": f"q{y}{n}", "answer": "1"}
+            for y in (2023, 2024) for n in (1, 2)]
+    task = get_task("aime", data=[write_jsonl(tmp_path / "a.jsonl", rows)])
+    assert sorted({e.bucket for e in task.examples("test")}) == ["2023", "2024"]

@@ -238,3 +238,50 @@ def test_cli_field_mapping_and_errors(tmp_path, capsys):
     assert "--field expects NAME=COLUMN" in capsys.readouterr().err
     assert main(["data", "gsm8k", "--from", src, "--out", str(out)]) == 2
     assert "own.jsonl, line 1: field 'question' is missing" in capsys.readouterr().err
+
+
+GSM8K_DEFAULT_VERDICTS = [
+    # (completion, correct, format_ok) for the reference 72, with the task's default extractors
+    ("48 + 24 = 72\n#### 72", True, True),  # GSM8K's own answer line (was: no answer found)
+    ("She sold 72 clips.\n#### 72 clips", True, True),  # the answer line with a unit word
+    ("48 + 24 = 72\n#### 71", False, True),  # a wrong answer line is still wrong
+    ("so \\boxed{72}\n#### 71", True, True),  # the box comes first, `####` is the last resort
+    ("<answer>71</answer>\n#### 72", False, True),  # ... and so does the answer tag
+    ("she sold 72 clips", False, False),  # still no last-number fallback
+]
+
+
+@pytest.mark.parametrize("completion, correct, format_ok", GSM8K_DEFAULT_VERDICTS)
+def test_gsm8k_default_extractors_read_the_native_format(tmp_path, completion, correct, format_ok):
+    task = get_task("gsm8k", data=[write_jsonl(tmp_path / "g.jsonl", GSM8K_ROWS)])
+    assert task.extract == ["boxed", "answer_tag", "hashes"]
+    verdict = task.verify(completion, next(task.examples("train")))
+    assert (verdict.correct, verdict.format_ok) == (correct, format_ok), verdict
+
+
+def test_other_math_tasks_keep_their_defaults(tmp_path):
+    # only GSM8K has a native `####` convention
+    path = write_jsonl(tmp_path / "m.jsonl", [{"problem": "1+1?", "answer": "2"}])
+    assert get_task("math", data=[path]).extract == ["boxed", "answer_tag"]
+
+
+MC_TEXT_CHOICES = ["BB BB", "Bb Bb", "(A) and (B) both", "The mitochondria"]
+MC_TEXT_VERDICTS = [
+    # (boxed answer, letter it names) with the options above
+    ("Bb Bb", "B"),  # genotype: case is significant (was read as A, `BB BB`)
+    ("BB BB", "A"),  # the exact option
+    ("bb bb", None),  # no option has this genotype
+    ("(A) and (B) both", "C"),  # an option text starting with "(A)" (was read as the letter A)
+    ("the mitochondria", "D"),  # prose option, only the first letter's case differs
+    ("(A)", "A"),  # a letter alone is still a letter
+    ("B) Bb Bb", "B"),  # a letter heading the option text
+    ("D.", "D"),  # letter with a period
+]
+
+
+@pytest.mark.parametrize("boxed, letter", MC_TEXT_VERDICTS)
+def test_choice_text_matching(boxed, letter):
+    from aha.tasks.math.extract import extract_choice
+
+    found = extract_choice(f"so \\boxed{{{boxed}}}", letters="ABCD", choices=MC_TEXT_CHOICES)
+    assert (found[0] if found else None) == letter

@@ -21,8 +21,13 @@ def iter_json_objects(path: str | Path, text: str | None = None, allow_torn_tail
     """
     if text is None:
         text = Path(path).read_text(encoding="utf-8")
-    lines = text.splitlines()
+    # records are separated by "\n" only: str.splitlines() would also break inside a string at
+    # U+2028, U+2029, U+0085, \x1c-\x1e, \v and \f, which json.dumps(ensure_ascii=False) writes raw
+    lines = text.split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()  # the final newline (and trailing blank lines) is not a torn record
     for i, line in enumerate(lines, start=1):
+        line = line.removesuffix("\r")  # a file written with Windows line ends
         if not line.strip():
             continue
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-HELP = "generate or convert datasets (knights-knaves, arithmetic, gsm8k, math, aime, amc)"
+HELP = "generate or convert datasets (knights-knaves, arithmetic, gsm8k, math, aime, amc, multiple-choice)"
 
 # `aha data <name>` -> module providing HELP / add_arguments / run
 DATA_COMMANDS = {
@@ -19,6 +19,7 @@ DATA_COMMANDS = {
     "math": "aha.tasks.math_data_cli",
     "aime": "aha.tasks.math_data_cli",
     "amc": "aha.tasks.math_data_cli",
+    "multiple-choice": "aha.tasks.math_data_cli",
 }
 
 
@@ -26,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="data_task", metavar="TASK", required=True)
     for name, module_name in DATA_COMMANDS.items():
         module = importlib.import_module(module_name)
-        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        helps = getattr(module, "_HELPS", {})
+        p = sub.add_parser(name, help=helps.get(name, module.HELP), description=module.HELP)
         module.add_arguments(p, name)
         p.set_defaults(_data_run=module.run)
 

@@ -15,7 +15,17 @@ accuracy, strict accuracy (correct and well formed), format rate and mean partia
 and overall.
 
 The task is built as get_task(TASK, data=[FILE, ...], **options), so any task that reads data files
-works; --task-option passes further task options (values are YAML scalars).
+works; --task-option passes further task options (values are YAML scalars). Data may be .jsonl,
+.json, .parquet, .csv or .arrow files, Dataset.save_to_disk folders or hub-cache snapshot folders.
+
+Math tasks (gsm8k, math, aime, amc, multiple-choice) take, among others:
+  extract=[boxed,answer_tag]   answer extractors tried in order: boxed, answer_tag, hashes (a final
+                               '#### N' line), last_number; gsm8k's default is [boxed,answer_tag,hashes]
+                               (GSM8K's own format last), the others' [boxed,answer_tag];
+                               multiple-choice: boxed, answer_tag, phrase, last_letter (default the
+                               first three)
+  bucket_by=level,subject      report fields (level, subject, year, contest); several give one
+                               table per field in the same report; null gives one bucket
 
 example:  aha score --task knights-knaves --data kk_test.jsonl --completions outputs.jsonl --out scores.json
           aha score --task knights-knaves --data test.parquet --completions out.jsonl \\
@@ -34,7 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also write results.json and results.md (pass@k, per-bucket table, reflection "
                         "statistics) into DIR, as `aha eval` does")
     p.add_argument("--split", default="test",
-                   help="split of the task to read the examples from (default test)")
+                   help="split of the task to read the examples from; also the split read from a data "
+                        "folder with several (default test)")
     p.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
                    help="extra task option, repeatable (e.g. think_preopened=true)")
 

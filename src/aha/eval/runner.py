@@ -99,6 +99,8 @@ def evaluate(model: Any, tokenizer: Any, task: Any, examples: list[Example], par
                 rows.append({"id": ex.id, "bucket": ex.bucket, "sample": c.sample_index, "completion": c.text,
                              "num_tokens": len(c.token_ids), "finish_reason": c.finish_reason,
                              "reflections": count_report_reflections(c.text), **verdict.to_dict()})
+                if isinstance(ex.meta.get("groups"), dict):
+                    rows[-1]["groups"] = dict(ex.meta["groups"])  # bucket_by=level,subject
             rows = [r for r in rows if r["id"] not in done]
             append_jsonl(samples_file, rows)
             for r in rows:
@@ -142,12 +144,22 @@ def build_results(records: list[dict[str, Any]], sampling: dict[str, Any], label
             **{k: v for k, v in stats.items() if k not in ("samples", "problems", "accuracy")},
         }
 
+    def grouped(label: Any) -> dict[str, dict[str, Any]]:
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for r in records:
+            groups.setdefault(str(label(r)), []).append(r)
+        return {b: block(groups[b]) for b in sorted(groups, key=natural_key)}
+
     overall = block(records)
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for r in records:
-        groups.setdefault(str(r.get("bucket", "all")), []).append(r)
-    buckets = {b: block(groups[b]) for b in sorted(groups, key=natural_key)}
-    n_min = int(count_correct(records)[1].min())
+    buckets = grouped(lambda r: r.get("bucket", "all"))
+    per_problem = count_correct(records)[1]
+    n_min = int(per_problem.min())
+    counts: dict[int, int] = {}
+    for n in per_problem.tolist():
+        counts[int(n)] = counts.get(int(n), 0) + 1
+    # several bucket fields (bucket_by=level,subject): one grouping per field
+    dims = list(dict.fromkeys(d for r in records if isinstance(r.get("groups"), dict) for d in r["groups"]))
+    by = {d: grouped(lambda r, d=d: (r.get("groups") or {}).get(d, "all")) for d in dims} if len(dims) > 1 else None
     return {
         "label": label,
         "accuracy": overall["accuracy"],
@@ -157,9 +169,11 @@ def build_results(records: list[dict[str, Any]], sampling: dict[str, Any], label
         "pass_at_k": overall["pass_at_k"],
         "pass_at_k_ci": overall["pass_at_k_ci"],
         "n_samples": n_min,
+        "samples_per_problem": {str(n): counts[n] for n in sorted(counts, reverse=True)},
         "sampling": sampling,
         "overall": overall,
         "buckets": buckets,
+        **({"by": by} if by else {}),
         "ks": default_ks(n_min),
     }
 
@@ -167,17 +181,21 @@ def build_results(records: list[dict[str, Any]], sampling: dict[str, Any], label
 def results_markdown(results: dict[str, Any]) -> str:
     """results.md: settings, per-bucket accuracy (Avg unweighted), pass@k with intervals, responses."""
     s = results["sampling"]
-    decoding = "greedy" if not s.get("temperature") else (f"temperature {s['temperature']}, top_p {s.get('top_p', 1.0)}"
-                                                        + (f", top_k {s['top_k']}" if s.get("top_k") else ""))
     name = results.get("label") or "model"
     lines = [f"# Evaluation: {name}", "",
-             f"{results['overall']['problems']} problems, n = {results['n_samples']} samples each ({decoding}, "
-             f"max {s.get('max_new_tokens')} new tokens, seed {s.get('seed')}). Accuracy is pass@1 averaged over "
-             "the n samples; intervals are 95% percentile-bootstrap over problems.", "",
+             f"{results['overall']['problems']} problems, {_sample_counts(results)} ({_decoding(s)}). "
+             "Accuracy is pass@1 averaged over each problem's samples; intervals are 95% percentile-bootstrap "
+             "over problems.", "",
              "## Accuracy per bucket", "",
              accuracy_table({name: {b: v["accuracy"] for b, v in results["buckets"].items()}}, digits=3), "",
              f"Overall (all problems pooled): **{results['accuracy']:.3f}** "
              f"[{results['ci_low']:.3f}, {results['ci_high']:.3f}]", ""]
+    for dim, groups in (results.get("by") or {}).items():
+        lines += [f"## Accuracy per {dim}", "",
+                  accuracy_table({name: {b: v["accuracy"] for b, v in groups.items()}}, digits=3), "",
+                  markdown_table([dim, "problems", "accuracy", "95% CI"],
+                                 [[b, str(v["problems"]), f"{v['accuracy']:.3f}",
+                                   f"[{v['ci_low']:.3f}, {v['ci_high']:.3f}]"] for b, v in groups.items()]), ""]
     rows = []
     for b, v in list(results["buckets"].items()) + [("all", results["overall"])]:
         rows.append([b, str(v["problems"]), f"{v['accuracy']:.3f}", f"[{v['ci_low']:.3f}, {v['ci_high']:.3f}]",
@@ -200,6 +218,26 @@ def results_markdown(results: dict[str, Any]) -> str:
         g = results["generation"]
         lines += [f"Generation: {g['tokens']} tokens in {g['seconds']:.1f} s ({g['tokens_per_s']:.0f} tokens/s).", ""]
     return "\n".join(lines)
+
+
+def _decoding(s: dict[str, Any]) -> str:
+    """How the completions were sampled; completions scored by `aha score` carry no settings."""
+    if "temperature" not in s and "max_new_tokens" not in s:
+        source = s.get("source")
+        return (f"completions from {source}; " if source else "") + "decoding settings not recorded"
+    decoding = "greedy" if not s.get("temperature") else (f"temperature {s['temperature']}, top_p {s.get('top_p', 1.0)}"
+                                                        + (f", top_k {s['top_k']}" if s.get("top_k") else ""))
+    return f"{decoding}, max {s.get('max_new_tokens')} new tokens, seed {s.get('seed')}"
+
+
+def _sample_counts(results: dict[str, Any]) -> str:
+    """Either `n = 4 samples each` or `samples per problem: 4 (10 problems), 2 (1 problem); pass@k up to k = 2`."""
+    counts = results.get("samples_per_problem") or {str(results["n_samples"]): results["overall"]["problems"]}
+    if len(counts) == 1:
+        n = int(next(iter(counts)))
+        return f"n = {n} sample{'s' if n != 1 else ''} each"
+    parts = ", ".join(f"{n} ({p} problem{'s' if p != 1 else ''})" for n, p in counts.items())
+    return f"samples per problem: {parts}; pass@k up to k = {results['n_samples']}"
 
 
 def _f(value: Any, digits: int = 3) -> str:

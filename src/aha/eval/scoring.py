@@ -91,6 +91,8 @@ def score_samples(task: Task, examples: Iterable[Example] | Mapping[str, Example
         counts[s.id] = k + 1
         rec = {"id": s.id, "bucket": example.bucket, "sample": k, **verdict.to_dict(),
                "num_chars": len(s.text)}
+        if isinstance(example.meta.get("groups"), dict):
+            rec["groups"] = dict(example.meta["groups"])  # bucket_by=level,subject: one label per field
         for key, value in s.extra.items():
             rec.setdefault(key, value)
         records.append(rec)
@@ -125,27 +127,44 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     ("2ppl" before "10ppl"); bucket_mean_accuracy is the unweighted mean over buckets (the "Avg"
     column of the K&K tables).
     """
+    buckets = _grouped(records, lambda r: r["bucket"])
+    mean = sum(s["accuracy"] for s in buckets.values()) / len(buckets) if buckets else 0.0
+    out = {"buckets": buckets, "overall": _stats(records), "bucket_mean_accuracy": mean}
+    dims = list(dict.fromkeys(d for r in records if isinstance(r.get("groups"), dict) for d in r["groups"]))
+    if len(dims) > 1:
+        out["by"] = {d: _grouped(records, lambda r, d=d: (r.get("groups") or {}).get(d, "all")) for d in dims}
+    return out
+
+
+def _grouped(records: list[dict[str, Any]], label: Any) -> dict[str, dict[str, Any]]:
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in records:
-        groups.setdefault(str(r["bucket"]), []).append(r)
-    buckets = {b: _stats(groups[b]) for b in sorted(groups, key=_natural_key)}
-    mean = sum(s["accuracy"] for s in buckets.values()) / len(buckets) if buckets else 0.0
-    return {"buckets": buckets, "overall": _stats(records), "bucket_mean_accuracy": mean}
+        groups.setdefault(str(label(r)), []).append(r)
+    return {b: _stats(groups[b]) for b in sorted(groups, key=_natural_key)}
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    """A plain-text table: one row per bucket, then the overall row and the bucket mean."""
-    header = f"{'bucket':<12} {'n':>7} {'accuracy':>9} {'strict':>7} {'format':>7} {'partial':>8}"
-    lines = [header, "-" * len(header)]
+    """A plain-text table: one row per bucket, then the overall row and the bucket mean; with several
+    bucket fields (`summary["by"]`), one such block per field. The first column is as wide as the
+    longest bucket name, so long names keep the columns aligned."""
+    dims = summary.get("by") or {"bucket": summary["buckets"]}
+    names = [n for groups in dims.values() for n in groups] + list(dims) + ["overall", "bucket mean"]
+    width = max(12, *(len(str(n)) for n in names))
+    blocks = []
+    for dim, groups in dims.items():
+        header = (f"{dim:<{width}} {'n':>7} {'accuracy':>9} {'strict':>7} {'format':>7} {'partial':>8}")
+        lines = [header, "-" * len(header)]
 
-    def row(name: str, s: dict[str, Any]) -> str:
-        return (f"{name:<12} {s['n']:>7} {s['accuracy']:>9.3f} {s['strict_accuracy']:>7.3f} "
-                f"{s['format_rate']:>7.3f} {s['partial']:>8.3f}")
+        def row(name: str, s: dict[str, Any]) -> str:
+            return (f"{name:<{width}} {s['n']:>7} {s['accuracy']:>9.3f} {s['strict_accuracy']:>7.3f} "
+                    f"{s['format_rate']:>7.3f} {s['partial']:>8.3f}")
 
-    for name, s in summary["buckets"].items():
-        lines.append(row(name, s))
-    lines.append("-" * len(header))
-    lines.append(row("overall", summary["overall"]))
-    if len(summary["buckets"]) > 1:
-        lines.append(f"{'bucket mean':<12} {'':>7} {summary['bucket_mean_accuracy']:>9.3f}")
-    return "\n".join(lines)
+        for name, s in groups.items():
+            lines.append(row(name, s))
+        lines.append("-" * len(header))
+        lines.append(row("overall", summary["overall"]))
+        if len(groups) > 1:
+            mean = sum(s["accuracy"] for s in groups.values()) / len(groups)
+            lines.append(f"{'bucket mean':<{width}} {'':>7} {mean:>9.3f}")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)

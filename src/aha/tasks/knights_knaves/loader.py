@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from aha.errors import AhaError
-from aha.jsonl import iter_json_objects
 from aha.tasks.knights_knaves import render
 from aha.tasks.knights_knaves.logic import index_of, parse_statements, solutions_mask
 from aha.tasks.knights_knaves.puzzle import Puzzle
@@ -44,23 +43,16 @@ def file_kind(path: str | Path) -> str:
 
 
 def read_records(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(location, record) pairs; location is "FILE, line N" (JSONL) or "FILE, row N" (parquet)."""
-    path = Path(path)
-    if not path.is_file():
-        raise AhaError(f"data file {str(path)!r} does not exist")
-    kind = file_kind(path)
-    if kind == "parquet":
-        import pyarrow.parquet as pq
+    """(location, record) pairs; location is "FILE, line N" (JSONL) or "FILE, row N" (parquet, csv,
+    arrow, a `datasets` folder). Any source aha.tasks.datafiles.read_rows reads."""
+    from aha.tasks.datafiles import FILE_SUFFIXES, read_rows
 
-        try:
-            rows = pq.read_table(path).to_pylist()
-        except Exception as exc:  # noqa: BLE001 - any pyarrow failure means an unreadable file
-            raise AhaError(f"{path}: cannot read parquet: {exc}") from exc
-        for i, row in enumerate(rows, start=1):
-            yield f"{path}, row {i}", row
-        return
-    for i, rec in iter_json_objects(path):
-        yield f"{path}, line {i}", rec
+    p = Path(path)
+    if p.is_file() and p.suffix.lower() not in FILE_SUFFIXES:
+        raise AhaError(f"{path}: unsupported file type {p.suffix or '(none)'!r}; "
+                       f"use {', '.join(FILE_SUFFIXES)} or a dataset folder")
+    for rec in read_rows(path):
+        yield rec.where, rec.data
 
 
 def write_records(path: str | Path, records: list[dict[str, Any]]) -> None:

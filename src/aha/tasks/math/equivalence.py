@@ -3,7 +3,10 @@
 `is_equivalent(gold, pred)` works in three stages, cheapest first:
 
 1. normalise both strings (box, `$`, `\\left`, spacing commands, `\\dfrac`, degrees, percent and
-   currency signs, `{,}`, units in `\\text{}`, trailing period);
+   currency signs, `{,}`, units in `\\text{}`, trailing period), keeping row breaks `\\\\`;
+   a matrix or vector (`pmatrix`, `bmatrix`, `array`, ...) is compared cell by cell, each cell by
+   these same stages, and matches only the same shape (or a tuple, for a vector): method
+   "elementwise"; a number in a base (`52_8`) matches only the same value in the same base: "base";
 2. if both are plain numbers (integers, decimals, thousands groups, `a/b`, `\\frac{a}{b}`,
    `1.5e3`), compare them as exact rationals in this process: `0.5 == \\frac12`, `3.0 == 3`; a decimal
    with at least 3 places also matches a value it correctly rounds (`0.333` for `1/3`); a percentage
@@ -18,6 +21,7 @@ Model output is never `eval`ed; numbers are parsed with regular expressions and 
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
@@ -39,7 +43,8 @@ class Equivalence:
     """Outcome of one comparison.
 
     equal: the answers are equivalent.
-    method: which stage decided: "numeric", "string", "symbolic" or "none" (nothing to compare).
+    method: which stage decided: "numeric", "base", "elementwise", "string", "symbolic" or "none"
+        (nothing to compare).
     error: why no real comparison happened ("timed out", "empty answer", "checker error: ..."); None
         when the comparison ran (whatever its outcome).
     """
@@ -62,7 +67,7 @@ _TRAILING_TEXT_UNIT = re.compile(r"^(.*[\d}.])\s*" + _TEXT_CMD + r"\{\s*[^{}]*\}
 _TEXT_GROUP = re.compile(_TEXT_CMD + r"\{([^{}]*)\}")
 _WS = re.compile(r"\s+")
 
-# units a model may write after a number without \text{}, e.g. "12 cm^2", "5 dollars"
+# units a model may write right after a number without \text{} or a space, e.g. "12cm", "5kg"
 UNIT_WORDS = frozenset((
     "cm mm km m meter meters metre metres centimeter centimeters kilometer kilometers inch inches in ft feet "
     "foot yard yards yd mile miles mi mph kg g gram grams kilogram kilograms pound pounds lb lbs oz ounce "
@@ -70,17 +75,42 @@ UNIT_WORDS = frozenset((
     "h hr hrs hour hours day days week weeks month months year years dollar dollars cent cents euro euros "
     "unit units square sq cubic degree degrees deg percent point points people student students"
 ).split())
+# after a space, any plain word counts as a unit ("3 bolts", "60 instructions", "3 times"), except
+# these, which after the final number still change its value or meaning ("2 pi", "3 i" as 3i,
+# "4 squared", "5 or more", "10 to the 5th")
+NOT_UNITS = frozenset((
+    "pi i e x y z n k sqrt root infinity inf squared cubed factorial or and to mod modulo not no"
+).split())
+MAX_UNIT_WORDS = 4
 # words after a number, each optionally with "." or a power; words are separated by spaces, so the
 # match is unambiguous (an alternation of overlapping unit names would backtrack exponentially)
-_UNIT_TAIL = re.compile(r"^(.*?\d)\s*([A-Za-z]+(?:\.|\^\{?[23]\}?)?(?:\s+[A-Za-z]+(?:\.|\^\{?[23]\}?)?)*)$")
+_WORD = r"[A-Za-z]+(?:['-][A-Za-z]+)*(?:\.|\^\{?[23]\}?)?"
+_UNIT_TAIL = re.compile(r"^(.*?\d)(\s*)(" + _WORD + r"(?:\s+" + _WORD + r")*)$")
 _UNIT_MARKS = re.compile(r"[.^{}23]")
 
 
 def _strip_units(s: str) -> str:
+    """`s` without trailing unit words after its final number: "12 cm^2" and "3 bolts" -> the number.
+
+    Words written against the number ("12cm") must be known units, so "2x" and "5i" keep their
+    variable; after a space any plain words do, except NOT_UNITS ("2 pi", "5 or 6").
+    """
     m = _UNIT_TAIL.match(s)
-    if m and all(_UNIT_MARKS.sub("", w).lower() in UNIT_WORDS for w in m.group(2).split()):
-        return m.group(1)
-    return s
+    if not m:
+        return s
+    words = [_UNIT_MARKS.sub("", w).lower() for w in m.group(3).split()]
+    if len(words) > MAX_UNIT_WORDS or any(w in NOT_UNITS for w in words):
+        return s
+    if not m.group(2) and words[0] not in UNIT_WORDS:
+        return s
+    return m.group(1)
+
+
+# LaTeX's row break `\\` (optionally with a spacing argument `\\[2pt]`): replaced by this character
+# while the clean-up runs, so that the `\ ` (backslash-space) and `\[` rules below never take its
+# second backslash (`-2 \\ -14` must not become `-2 \-14`), and put back at the end
+_ROW_BREAK = re.compile(r"\\\\(?:\s*\[\s*-?[\d.]{1,6}\s*(?:pt|em|ex|mm|cm|in|bp|mu)\s*\])?")
+_ROW_TOKEN = "\x00"
 
 
 def normalize_answer(text: str) -> str:
@@ -93,7 +123,7 @@ def normalize_answer(text: str) -> str:
     """
     if not isinstance(text, str):
         return ""
-    s = unbox(text)
+    s = _ROW_BREAK.sub(_ROW_TOKEN, unbox(text).replace(_ROW_TOKEN, ""))
     for k, v in _UNICODE.items():
         s = s.replace(k, v)
     s = s.replace("\\$", "").replace("$", "")
@@ -109,7 +139,7 @@ def normalize_answer(text: str) -> str:
     s = _WS.sub(" ", s).strip()
     while s.endswith(".") and not s.endswith(".."):
         s = s[:-1].rstrip()
-    return s
+    return s.replace(_ROW_TOKEN, "\\\\")
 
 
 # ----------------------------------------------------------------------------------- numbers
@@ -214,6 +244,205 @@ def strings_equal(gold: str, pred: str) -> bool:
     return bool(_WORDS.fullmatch(gold) and _WORDS.fullmatch(pred) and gold.lower() == pred.lower())
 
 
+# ------------------------------------------------------------------------------ numbers in a base
+
+_BASE_WORDS = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen".split())}
+# `52_8`, `52_{8}`, `(52)_8`, `1011_{two}` (after normalisation has unwrapped `\text{}` and spaces)
+_RE_BASED = re.compile(r"\(?([0-9A-Za-z]{1,40})\)?_\{?\(?([0-9]{1,2}|[a-z]{3,9})\)?\}?")
+
+
+@dataclass(frozen=True)
+class Based:
+    """A whole number written in an explicit base: its value and the base (2-36)."""
+
+    value: int
+    base: int
+
+
+def parse_based(text: str, normalized: bool = False) -> Based | None:
+    """`52_8` -> Based(42, 8); None when `text` is not digits with a subscript base.
+
+    The digits must be valid in the base and include a decimal digit, or be upper-case letters in a
+    base above 10 (`A5_{16}`), so that variables with subscripts (`x_1`, `a_{12}`) are not numbers.
+    """
+    s = (text if normalized else normalize_answer(text)).replace(" ", "")
+    m = _RE_BASED.fullmatch(s)
+    if not m:
+        return None
+    digits, base_text = m.group(1), m.group(2)
+    base = int(base_text) if base_text.isdigit() else _BASE_WORDS.get(base_text, 0)
+    if not 2 <= base <= 36:
+        return None
+    if not any(c.isdigit() for c in digits) and not (base > 10 and digits.isupper()):
+        return None
+    try:
+        return Based(int(digits, base), base)
+    except ValueError:  # a digit too large for the base: `52_2`
+        return None
+
+
+def _compare_based(g: str, p: str) -> Equivalence | None:
+    """The verdict when either side is a number in an explicit base other than 10, else None.
+
+    The base is part of the answer: `52_8` equals `052_8` and `52_{\text{eight}}`, not `52` (that is
+    decimal), `42` (the right value, but not written in base 8 as asked) or `52_9`. A base-10
+    subscript is a plain decimal number.
+    """
+    gb, pb = parse_based(g, normalized=True), parse_based(p, normalized=True)
+    if gb is not None and gb.base == 10:
+        gb = None
+    if pb is not None and pb.base == 10:
+        pb = None
+    if gb is None and pb is None:
+        return None
+    return Equivalence(gb is not None and pb is not None and gb == pb, "base")
+
+
+def _strip_base_ten(s: str) -> str:
+    """`42_{10}` -> `42`; anything else unchanged."""
+    b = parse_based(s, normalized=True)
+    if b is not None and b.base == 10:
+        return str(b.value)
+    return s
+
+
+# ------------------------------------------------------------------------- matrices and vectors
+
+_ENV = re.compile(r"\\begin\{(pmatrix|bmatrix|Bmatrix|matrix|smallmatrix|array)\}")
+_ARRAY_SPEC = re.compile(r"^\s*\{[clr|\s]*\}")
+MAX_CELLS = 100
+
+
+def _top_level_split(text: str, sep: str) -> list[str]:
+    """`text` split at `sep` where it is outside every {} () [] group (escaped braces are literal)."""
+    parts, depth, start, i, n = [], 0, 0, 0, len(text)
+    while i < n:
+        if text.startswith(sep, i) and depth == 0:
+            parts.append(text[start:i])
+            i += len(sep)
+            start = i
+            continue
+        c = text[i]
+        if c == "\\" and text[i + 1:i + 2] in ("{", "}"):
+            i += 2
+            continue
+        if c in "{([":
+            depth += 1
+        elif c in "})]":
+            depth = max(0, depth - 1)
+        i += 1
+    parts.append(text[start:])
+    return parts
+
+
+def parse_matrix(text: str, normalized: bool = False) -> list[list[str]] | None:
+    """The cells of a matrix or vector answer, row by row; None when `text` is not one.
+
+    Reads `\\begin{pmatrix}...\\end{pmatrix}` and the bmatrix, Bmatrix, matrix, smallmatrix and
+    array environments (an array's column spec is skipped), optionally inside `(...)` or `[...]`,
+    with rows split at `\\\\` and cells at `&`.
+    """
+    s = (text if normalized else normalize_answer(text)).strip()
+    if s[:1] in "([" and s[-1:] in ")]" and s.count("\\begin{") == 1:
+        s = s[1:-1].strip()
+    m = _ENV.match(s)
+    if not m:
+        return None
+    end = "\\end{" + m.group(1) + "}"
+    if not s.endswith(end) or s.count("\\begin{") != 1:
+        return None
+    body = s[m.end():len(s) - len(end)]
+    if m.group(1) == "array":
+        body = _ARRAY_SPEC.sub("", body, count=1)
+    body = body.replace("\\hline", "")
+    rows = [[cell.strip() for cell in _top_level_split(row, "&")] for row in _top_level_split(body, "\\\\")]
+    while rows and all(not c for c in rows[-1]):
+        rows.pop()  # a trailing `\\` before `\end`
+    if not rows or any(not c for row in rows for c in row) or sum(len(r) for r in rows) > MAX_CELLS:
+        return None
+    return rows
+
+
+def parse_tuple(text: str, normalized: bool = False) -> list[str] | None:
+    """The entries of `(a, b, ...)` or `\\langle a, b \\rangle` (two or more); else None."""
+    s = (text if normalized else normalize_answer(text)).strip()
+    if s.startswith("\\langle") and s.endswith("\\rangle"):
+        inner = s[len("\\langle"):-len("\\rangle")]
+    elif s.startswith("(") and s.endswith(")") and not _closes_early(s):  # not `(1)+(2)`
+        inner = s[1:-1]
+    else:
+        return None
+    parts = [p.strip() for p in _top_level_split(inner, ",")]
+    if len(parts) < 2 or any(not p for p in parts) or len(parts) > MAX_CELLS:
+        return None
+    return parts
+
+
+def _closes_early(s: str) -> bool:
+    """True when the bracket opening `s` is closed before its last character."""
+    depth = 0
+    for i, c in enumerate(s):
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+            if depth == 0:
+                return i != len(s) - 1
+    return False
+
+
+def _compare_matrices(g: str, p: str, **options) -> Equivalence | None:
+    """Element-wise verdict when either side is a matrix or vector environment, else None.
+
+    Shapes must agree; a tuple `(a, b, c)` also matches a column or row vector with those entries,
+    and anything else without a matrix (a bare number) matches no matrix; an expression built of
+    matrices is left to the symbolic stage (None). Every cell is compared with is_equivalent (numbers exactly, the rest symbolically) under one
+    shared deadline.
+    """
+    gm, pm = parse_matrix(g, normalized=True), parse_matrix(p, normalized=True)
+    if gm is None and pm is None:
+        return None
+    if gm is not None and pm is not None:
+        if [len(r) for r in gm] != [len(r) for r in pm]:
+            return Equivalence(False, "elementwise")
+        pairs = [(a, b) for grow, prow in zip(gm, pm) for a, b in zip(grow, prow)]
+    else:
+        # one side is a matrix, the other may be a tuple: it matches a vector of the same entries
+        matrix = gm if gm is not None else pm
+        other = p if gm is not None else g
+        tup = parse_tuple(other, normalized=True)
+        if tup is None and "\\begin{" in other:
+            return None  # an expression of matrices (`2 \cdot M / 2`): for the symbolic stage
+        if tup is None or not _is_vector(matrix) or len(tup) != _size(matrix):
+            return Equivalence(False, "elementwise")
+        cells = [c for row in matrix for c in row]
+        pairs = list(zip(cells, tup)) if gm is not None else list(zip(tup, cells))
+    return _compare_cells(pairs, **options)
+
+
+def _is_vector(rows: list[list[str]]) -> bool:
+    return len(rows) == 1 or all(len(r) == 1 for r in rows)
+
+
+def _size(rows: list[list[str]]) -> int:
+    return sum(len(r) for r in rows)
+
+
+def _compare_cells(pairs: list[tuple[str, str]], *, timeout: float, symbolic: bool,
+                   min_rounded_decimals: int) -> Equivalence:
+    deadline = time.monotonic() + timeout
+    for gold_cell, pred_cell in pairs:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return Equivalence(False, "elementwise", "timed out")
+        eq = is_equivalent(gold_cell, pred_cell, timeout=left, symbolic=symbolic,
+                           min_rounded_decimals=min_rounded_decimals)
+        if not eq.equal:
+            return Equivalence(False, "elementwise", eq.error)
+    return Equivalence(True, "elementwise")
+
+
 # ----------------------------------------------------------------------------------- symbolic
 
 _SYMBOLIC_FN = "aha.tasks.math.equivalence:symbolic_check"
@@ -237,6 +466,14 @@ def is_equivalent(gold: str, pred: str, *, timeout: float = 5.0, symbolic: bool 
         return Equivalence(False, "none", "empty answer")
     if not g:
         return Equivalence(False, "none", "empty reference answer")
+    structured = _compare_matrices(g, p, timeout=timeout, symbolic=symbolic,
+                                   min_rounded_decimals=min_rounded_decimals)
+    if structured is not None:
+        return structured
+    based = _compare_based(g, p)
+    if based is not None:
+        return based
+    g, p = _strip_base_ten(g), _strip_base_ten(p)
     gn, pn = parse_number(g, normalized=True), parse_number(p, normalized=True)
     if gn is not None and pn is not None:
         equal = numbers_equal(gn, pn, min_rounded_decimals)

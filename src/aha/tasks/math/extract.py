@@ -166,6 +166,7 @@ _CHOICE_PHRASES = tuple(re.compile(p) for p in (
     # "**D**"
     r"\*\*\(?([A-J])\)?\*\*",
 ))
+_ONLY_LETTER = re.compile(r"^ ?(?:\\text\{ ?)?[(\[{]? ?([A-J]) ?[)\]}]? ?\}? ?\.? ?$")
 _LONE_LETTER = re.compile(r"^ ?(?:\\text\{ ?)?[(\[{]? ?([A-J]) ?[)\]}]? ?\}? ?(?:[.):]|$)")
 _SPACES = re.compile(r"\s+")
 
@@ -177,25 +178,40 @@ def _squeeze(text: str) -> str:
 def choice_letter(text: str, letters: str = "ABCD", choices: list[str] | None = None) -> str | None:
     """A letter among `letters` named by a short answer: "B", "(B)", "B) 12", "\\text{(B)}", "Answer: B".
 
-    choices: the option texts in letter order; an answer equal to one of them maps to its letter.
+    choices: the option texts in letter order; an answer that is the text of one of them maps to its
+    letter. Tried in this order: a letter alone ("(B)"); the exact text of an option (so an option
+    "(A) and (B) both" is not read as A); a letter heading the answer ("B) 12"); an "answer is B"
+    phrase; an option's text differing only in the case of its first letter ("the mitochondria").
+    Case elsewhere is significant: `Bb Bb` is not the option `BB BB` (genotypes).
     """
     if not isinstance(text, str):
         return None
     s = _squeeze(text.strip())
     if not s:
         return None
+    m = _ONLY_LETTER.match(s)
+    if m and m.group(1) in letters:
+        return m.group(1)
+    plain = _squash(s)
+    if choices and plain:
+        for letter, choice in zip(letters, choices):
+            if plain == _squash(choice):
+                return letter
     m = _LONE_LETTER.match(s)
     if m and m.group(1) in letters:
         return m.group(1)
     letter = _last_phrase(s, letters)
     if letter:
         return letter
-    if choices:
-        plain = _squash(s)
+    if choices and plain:
         for letter, choice in zip(letters, choices):
-            if plain and plain == _squash(choice):
+            if _first_lower(plain) == _first_lower(_squash(choice)):
                 return letter
     return None
+
+
+def _first_lower(s: str) -> str:
+    return s[:1].lower() + s[1:]
 
 
 def _last_phrase(text: str, letters: str) -> str | None:
@@ -209,7 +225,8 @@ def _last_phrase(text: str, letters: str) -> str | None:
 
 
 def _squash(s: str) -> str:
-    return re.sub(r"[\s$]|\\text\{|\}", "", s).lower().rstrip(".")
+    """An option's text for comparison: spaces, `$`, `\\text{` and closing braces dropped (case kept)."""
+    return re.sub(r"[\s$]|\\text\{|\}", "", s).rstrip(".")
 
 
 def extract_choice(text: str, order: list[str] | tuple[str, ...] = ("boxed", "answer_tag", "phrase"),

@@ -1,4 +1,4 @@
-"""Reading math datasets (jsonl, json, parquet, or a `datasets` name) into aha's record form.
+"""Reading math datasets (any source aha.tasks.datafiles.read_rows reads) into aha's record form.
 
 Every loader yields plain dicts in one schema, which is also what `aha data gsm8k|math|aime|amc`
 writes:
@@ -22,15 +22,12 @@ import json
 import random
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aha.errors import AhaError
-from aha.jsonl import iter_json_objects
+from aha.tasks.datafiles import FILE_SUFFIXES, RawRecord, is_local_path, read_rows  # noqa: F401  (re-exported)
 from aha.tasks.math.extract import last_boxed
-
-FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 # field -> the column names tried in order when the user did not name one
 ALIASES: dict[str, dict[str, tuple[str, ...]]] = {
@@ -68,6 +65,7 @@ ALIASES: dict[str, dict[str, tuple[str, ...]]] = {
         "answer": ("answer", "label", "answerKey", "correct_letter"),
         "correct": ("Correct Answer", "correct_answer"),
         "incorrect": ("Incorrect Answer 1", "incorrect_answers"),
+        "solution": ("solution", "Explanation", "explanation"),
         "subject": ("subject", "High-level domain", "category"),
         "level": ("level", "Writer's Difficulty Estimate"),
     },
@@ -76,94 +74,17 @@ ALIASES: dict[str, dict[str, tuple[str, ...]]] = {
 LETTERS = "ABCDEFGHIJ"
 
 
-@dataclass
-class RawRecord:
-    """One row as read from a source, with where it came from (for error messages)."""
-
-    data: dict[str, Any]
-    source: str
-    position: int  # 1-based line of a jsonl file, or record number elsewhere
-    unit: str = "line"
-
-    @property
-    def where(self) -> str:
-        return f"{self.source}, {self.unit} {self.position}"
-
-
 # ------------------------------------------------------------------------------------- reading
 
 
-def is_local_path(name: str) -> bool:
-    """True when `name` names a file (it exists, has a data-file suffix, or looks like a path)."""
-    p = Path(name).expanduser()
-    return p.exists() or name.endswith(FILE_SUFFIXES) or name.startswith(("/", ".", "~"))
-
-
 def read_file(path: str | Path) -> list[RawRecord]:
-    """All records of a local .jsonl, .json (a list, or {"data": [...]}) or .parquet file."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise AhaError(f"data file {str(path)!r} does not exist")
-    src = str(path)
-    if p.suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-
-            rows = pq.read_table(p).to_pylist()
-        except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
-            raise AhaError(f"{src}: cannot read parquet: {exc}") from exc
-        return [RawRecord(r, src, i + 1, "row") for i, r in enumerate(rows)]
-    text = p.read_text(encoding="utf-8")
-    if p.suffix == ".json":
-        try:
-            loaded = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise AhaError(f"{src}: invalid JSON at line {exc.lineno}: {exc.msg}") from exc
-        if isinstance(loaded, dict):
-            lists = [v for k, v in loaded.items() if k in ("data", "examples", "rows") and isinstance(v, list)]
-            if not lists:
-                raise AhaError(f"{src}: expected a list of records, or an object with a 'data' list")
-            loaded = lists[0]
-        if not isinstance(loaded, list):
-            raise AhaError(f"{src}: expected a list of records")
-        out = []
-        for i, r in enumerate(loaded):
-            if not isinstance(r, dict):
-                raise AhaError(f"{src}, record {i + 1}: expected an object, got {type(r).__name__}")
-            out.append(RawRecord(r, src, i + 1, "record"))
-        return out
-    # jsonl (also for unknown suffixes: the most common format)
-    return [RawRecord(r, src, lineno, "line") for lineno, r in iter_json_objects(src, text)]
-
-
-def read_dataset(name: str, split: str, config: str | None = None) -> list[RawRecord]:
-    """Rows of split `split` of a `datasets` dataset (needs the network or a warm cache).
-
-    A dataset with a single split serves every requested split (benchmarks such as AIME ship one).
-    """
-    try:
-        import datasets
-    except ImportError as exc:
-        raise AhaError(f"{name!r} is not a local file and the `datasets` package is missing") from exc
-    try:
-        loaded = datasets.load_dataset(name, config)
-    except Exception as exc:  # noqa: BLE001 - offline, unknown name, gated...
-        raise AhaError(f"{name!r} is not a local file and could not be loaded with datasets "
-                       f"({type(exc).__name__}: {str(exc)[:200]}); pass a local .jsonl/.json/.parquet file") from exc
-    if split in loaded:
-        rows = loaded[split]
-    elif len(loaded) == 1:
-        rows = next(iter(loaded.values()))
-    else:
-        raise AhaError(f"dataset {name!r} has no split {split!r}; it has: {', '.join(loaded)}")
-    return [RawRecord(dict(r), f"{name}[{split}]", i + 1, "row") for i, r in enumerate(rows)]
+    """All records of one local data file or dataset folder (see aha.tasks.datafiles.read_rows)."""
+    return read_rows(path)
 
 
 def read_source(name: str, split: str = "train", config: str | None = None) -> list[RawRecord]:
-    """A local file, or else a `datasets` name."""
-    if is_local_path(name):
-        return read_file(name)
-    return read_dataset(name, split, config)
+    """A local file or folder, or else a `datasets` name (see aha.tasks.datafiles.read_rows)."""
+    return read_rows(name, split, config)
 
 
 # ------------------------------------------------------------------------------------ fields
@@ -248,7 +169,9 @@ def problem_id(question: str) -> str:
 
 
 _CALCULATOR = re.compile(r"<<[^<>]*>>")
-_AMC_URL = re.compile(r"(\d{4})_AMC_(\d+[AB]?)")
+# Art of Problem Solving page names: "2022_AMC_12A_Problems", "2024_AIME_I_Problems", "2023_AIME_II"
+_AOPS_NAME = re.compile(r"(\d{4})[ _](AMC|AIME)[ _](\d+[AB]?|I{1,2})(?![A-Za-z0-9])")
+_AOPS_PROBLEM = re.compile(r"Problem[ _](\d+)")
 _AIME_ID = re.compile(r"^(\d{4})-(I{1,2})-(\d+)$")
 
 
@@ -339,20 +262,28 @@ def _competition(rec: RawRecord, fields: dict[str, str]) -> dict[str, Any]:
         value = _int(rec, key, _get(rec, "competition", key, fields))
         if value is not None:
             out[key] = value
-    # recover the groupings public copies only encode in an id ("2021-I-1") or a url ("2022_AMC_12A")
-    m = _AIME_ID.match(out["id"])
+    # recover the groupings public copies only encode in an id ("2021-I-1", "2024_AIME_I_Problems/
+    # Problem_3") or a url ("2022_AMC_12A_Problems/Problem_1", "2024_AIME_II_Problems/...")
+    _set_groupings(out, out["id"])
+    _set_groupings(out, out.get("url", ""))
+    return out
+
+
+def _set_groupings(out: dict[str, Any], text: str) -> None:
+    """Fill year, contest and number (where not already set) from an AIME/AMC id or url."""
+    m = _AIME_ID.match(text)
     if m:
         out.setdefault("year", int(m.group(1)))
         out.setdefault("contest", f"AIME {m.group(2)}")
         out.setdefault("number", int(m.group(3)))
-    m = _AMC_URL.search(out.get("url", ""))
+        return
+    m = _AOPS_NAME.search(text)
     if m:
         out.setdefault("year", int(m.group(1)))
-        out.setdefault("contest", f"AMC {m.group(2)}")
-        n = re.search(r"Problem_(\d+)", out["url"])
+        out.setdefault("contest", f"{m.group(2)} {m.group(3)}")
+        n = _AOPS_PROBLEM.search(text)
         if n:
             out.setdefault("number", int(n.group(1)))
-    return out
 
 
 def _choice(rec: RawRecord, fields: dict[str, str]) -> dict[str, Any]:
@@ -396,10 +327,23 @@ def _choice(rec: RawRecord, fields: dict[str, str]) -> dict[str, Any]:
         value = _optional_text(rec, key, _get(rec, "choice", key, fields))
         if value:
             out[key] = value
-    level = _get(rec, "choice", "level", fields)
-    if level is not None:
-        out["level"] = _optional_text(rec, "level", level)
+    level = _short_label(_optional_text(rec, "level", _get(rec, "choice", "level", fields)))
+    if level:
+        out["level"] = level
+    solution = _optional_text(rec, "solution", _get(rec, "choice", "solution", fields))
+    if solution:
+        out["solution"] = solution
     return out
+
+
+def _short_label(text: str | None) -> str | None:
+    """A bucket label from a descriptive level: GPQA's "Hard graduate level (could be a question on a
+    hard graduate exam for PhD students in the domain)" -> "hard graduate"; short labels unchanged."""
+    if text is None or len(text) <= 24:
+        return text
+    head = re.split(r"\s*[(;:,.]", text, maxsplit=1)[0].strip()
+    head = re.sub(r"\s+level\b", "", head, flags=re.IGNORECASE).strip()
+    return (head or text)[:40].strip().lower()
 
 
 def _choice_answer(rec: RawRecord, answer: Any, choices: list[str]) -> str:

@@ -43,13 +43,35 @@ CHOICE_SYSTEM_PROMPT = (
 )
 
 BUCKET_FIELDS = ("level", "subject", "year", "contest")
+# answer extractors tried in order when the task's `extract` option is not given
+DEFAULT_EXTRACTORS = ("boxed", "answer_tag")
+GSM8K_EXTRACTORS = ("boxed", "answer_tag", "hashes")  # GSM8K's own `#### N` as the last resort
 _CALCULATOR = re.compile(r"<<[^<>]*>>")
 
 
 def _bucket(row: dict[str, Any], by: str | None) -> str:
     if by is None or row.get(by) is None:
         return "all"
-    return f"level {row[by]}" if by == "level" else str(row[by])
+    value = row[by]
+    # MATH's integer levels read "level 3"; a text level (GPQA's "hard graduate") is its own label
+    return f"level {value}" if by == "level" and str(value).isdigit() else str(value)
+
+
+def _bucket_dims(by: Any) -> list[str]:
+    """`bucket_by` as a list of fields: None, "level", "level,subject" or ["level", "subject"]."""
+    if by is None:
+        return []
+    items = by.split(",") if isinstance(by, str) else list(by) if isinstance(by, (list, tuple)) else None
+    if items is None or any(not isinstance(x, str) for x in items):
+        raise AhaError(f"bucket_by must be a field name, a comma-separated list of them, or null; got {by!r}")
+    dims = [x.strip() for x in items if x.strip()]
+    for dim in dims:
+        if dim not in BUCKET_FIELDS:
+            raise AhaError(f"bucket_by must name fields among {', '.join(BUCKET_FIELDS)} (e.g. level,subject) "
+                           f"or be null, got {by!r}")
+    if len(set(dims)) != len(dims):
+        raise AhaError(f"bucket_by names a field twice: {by!r}")
+    return dims
 
 
 def _in_holdout(example_id: str, fraction: float, seed: int) -> bool:
@@ -61,7 +83,8 @@ def _in_holdout(example_id: str, fraction: float, seed: int) -> bool:
 class MathTask(Task):
     """MATH-style problems: `problem`, `solution` and/or `answer`, `level`, `subject`/`type`.
 
-    data: files (.jsonl/.json/.parquet) or `datasets` names. A list serves every split; a dict maps
+    data: files (.jsonl/.json/.parquet/.csv/.arrow), dataset folders (save_to_disk, hub snapshots) or
+        `datasets` names, read by aha.tasks.datafiles.read_rows. A list serves every split; a dict maps
         split -> files ({"train": [...], "test": [...]}); None loads `default_dataset` (network).
     fields: aha field -> column name in your files, e.g. {"question": "Problem"} (see loaders.ALIASES).
     system_prompt: replaces the default system message; "" leaves the system message out.
@@ -71,7 +94,9 @@ class MathTask(Task):
     timeout: seconds a symbolic equivalence check may run before the answer counts as wrong.
     symbolic: False compares numbers and strings only (no math-verify).
     bucket_by: meta field that names the report bucket: "level", "subject", "year", "contest", or
-        None for one bucket "all". Default: the task's own (MATH: level, AIME/AMC: year).
+        None for one bucket "all"; several, comma-separated ("level,subject"), give one table per
+        field in the same report (the first names `bucket`, all are in meta["groups"]). Default: the
+        task's own (MATH: level, AIME/AMC: year).
     test_fraction: with list data, this share of problems (chosen by a hash of id and seed) forms
         split "test" and the rest split "train"; 0 serves every problem in every split.
     limit: keep only the first `limit` problems of each split.
@@ -88,7 +113,7 @@ class MathTask(Task):
 
     def __init__(self, data: list[str] | str | dict[str, Any] | None = None, fields: dict[str, str] | None = None,
                  *, system_prompt: str | None = None, prompt_template: str = "{question}",
-                 extract: list[str] | tuple[str, ...] | str = ("boxed", "answer_tag"), timeout: float = 5.0,
+                 extract: list[str] | tuple[str, ...] | str = DEFAULT_EXTRACTORS, timeout: float = 5.0,
                  symbolic: bool = True, bucket_by: str | None = "default", test_fraction: float = 0.0,
                  limit: int | None = None, dataset_config: str | None = None, min_rounded_decimals: int = 3,
                  seed: int = 0):
@@ -107,9 +132,9 @@ class MathTask(Task):
             raise AhaError("timeout must be > 0 seconds")
         self.timeout = float(timeout)
         self.symbolic = bool(symbolic)
-        self.bucket_by = self.default_bucket if bucket_by == "default" else bucket_by
-        if self.bucket_by is not None and self.bucket_by not in BUCKET_FIELDS:
-            raise AhaError(f"bucket_by must be one of {', '.join(BUCKET_FIELDS)} or null, got {bucket_by!r}")
+        self.bucket_dims = _bucket_dims(self.default_bucket if bucket_by == "default" else bucket_by)
+        # the first dimension names `bucket` (what every table groups by); all of them are in meta["groups"]
+        self.bucket_by = self.bucket_dims[0] if self.bucket_dims else None
         if not 0.0 <= test_fraction < 1.0:
             raise AhaError("test_fraction must be in [0, 1)")
         self.test_fraction = float(test_fraction)
@@ -165,6 +190,8 @@ class MathTask(Task):
         meta: dict[str, Any] = {k: row[k] for k in ("level", "subject", "year", "contest", "number", "url",
                                                     "accepted") if row.get(k) is not None}
         meta["bucket"] = _bucket(row, self.bucket_by)
+        if len(self.bucket_dims) > 1:
+            meta["groups"] = {dim: _bucket(row, dim) for dim in self.bucket_dims}
         solution = row.get("solution")
         if solution:
             meta["solution"] = solution
@@ -209,12 +236,18 @@ class MathTask(Task):
 @TASKS.register("gsm8k")
 class GSM8KTask(MathTask):
     """GSM8K-style word problems: `question` and an `answer` text ending in `#### N` (or a plain
-    answer plus an optional `solution`). Options as for MathTask; the bucket defaults to "all"."""
+    answer plus an optional `solution`). Options as for MathTask, except that `extract` defaults to
+    "boxed", "answer_tag", then "hashes": a completion ending in the dataset's own `#### 42` line
+    (what models fine-tuned on GSM8K write) is read as a last resort. The bucket defaults to "all"."""
 
     name = "gsm8k"
     kind = "gsm8k"
     default_dataset = ("openai/gsm8k", "main")
     default_bucket = None
+
+    def __init__(self, data: list[str] | str | dict[str, Any] | None = None, fields: dict[str, str] | None = None,
+                 *, extract: list[str] | tuple[str, ...] | str = GSM8K_EXTRACTORS, **options: Any):
+        super().__init__(data, fields, extract=extract, **options)
 
 
 @TASKS.register("aime")

@@ -285,3 +285,24 @@ def test_choice_text_matching(boxed, letter):
 
     found = extract_choice(f"so \\boxed{{{boxed}}}", letters="ABCD", choices=MC_TEXT_CHOICES)
     assert (found[0] if found else None) == letter
+
+
+def test_a_repeated_pathological_answer_is_checked_once(monkeypatch):
+    # eight identical \boxed{10^{10^{10}}} cost 41 s: each was re-verified up to the timeout. The task
+    # remembers (gold, answer) verdicts, timeouts included, for its lifetime
+    import aha.tasks.math.tasks as tasks_module
+    from aha.tasks.math.equivalence import Equivalence
+
+    calls = []
+
+    def slow_timeout(gold, pred, **kw):
+        calls.append((gold, pred))
+        return Equivalence(False, "symbolic", "timed out")
+
+    monkeypatch.setattr(tasks_module, "is_equivalent", slow_timeout)
+    task = get_task("math", data={"test": []})
+    ex = Example(id="p", prompt=[], answer="5")
+    verdicts = [task.verify("so \\boxed{10^{10^{10}}}", ex) for _ in range(8)]
+    assert len(calls) == 1 and all(v.error == "wrong, timed out" for v in verdicts)
+    task.verify("\\boxed{7}", ex)  # another answer is a new comparison
+    assert len(calls) == 2

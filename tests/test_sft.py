@@ -90,8 +90,9 @@ def test_sft_lowers_held_out_loss_and_resumes(tmp_path, tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
     AutoModelForCausalLM.from_pretrained(str(out / "model"))
-    # resuming with a larger step budget continues at step 31 from the newest checkpoint
-    assert main(args + [f"resume={out}", "steps=35"]) == 0
+    # resuming with a larger step budget (a config change, so allowed explicitly) continues at step 31
+    assert main(args + [f"resume={out}", "steps=35"]) == 2  # refused without allow_config_change
+    assert main(args + [f"resume={out}", "steps=35", "allow_config_change=true"]) == 0
     steps = [r["step"] for r in read_jsonl(out / "metrics.jsonl")]
     assert steps[-6:] == [30, 31, 32, 33, 34, 35]
 

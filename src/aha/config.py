@@ -19,6 +19,8 @@ with "'lr' is now 'optim.lr'".
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import math
 import types
 import typing
 from collections.abc import Iterator
@@ -43,13 +45,16 @@ def option(
     min: float | None = None,
     max: float | None = None,
     factory: Any = _MISSING,
+    finite: bool = True,
 ) -> Any:
     """A documented dataclass field. `choices`, `min` and `max` are checked when a config loads.
 
     registry: an `aha.registry.Registry` whose names the value must be (or a `module:attribute`
     path it can import); the help lists its names, read from the registry, so it cannot drift.
+    finite: a float field (or a list/dict of floats) rejects NaN and +-inf unless this is False
+    (NaN passes every `<` comparison, so min/max alone cannot catch it).
     """
-    meta = {"help": help, "choices": choices, "registry": registry, "min": min, "max": max}
+    meta = {"help": help, "choices": choices, "registry": registry, "min": min, "max": max, "finite": finite}
     if factory is not _MISSING:
         return dataclasses.field(default_factory=factory, metadata=meta)
     if isinstance(default, (list, dict, set)):
@@ -84,9 +89,15 @@ def load_config(cls: type[C], recipe: str | Path | None = None, overrides: list[
         if not path.is_file():
             raise AhaError(f"recipe {str(path)!r} does not exist")
         try:
-            loaded = yaml.safe_load(path.read_text())
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise AhaError(f"recipe {str(path)!r} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
         except yaml.YAMLError as exc:
-            raise AhaError(f"recipe {str(path)!r} is not valid YAML: {exc}") from exc
+            # one line: the YAML error's own text spans several lines (mark, snippet)
+            raise AhaError(f"recipe {str(path)!r} is not valid YAML: {' '.join(str(exc).split())}") from None
+        except RecursionError:
+            raise AhaError(f"recipe {str(path)!r} is nested too deeply to read; a recipe is a flat mapping of "
+                           "sections") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -156,8 +167,8 @@ def from_dict(cls: type[C], data: Any, prefix: str = "", base: Any = None) -> C:
         if name not in data:
             continue
         key = prefix + name
-        value = _coerce(hints[name], data[name], key, _default(fld))
         meta = fld.metadata
+        value = _coerce(hints[name], data[name], key, _default(fld), finite=meta.get("finite", True))
         if meta.get("choices") is not None and value not in meta["choices"]:
             raise AhaError(f"{key} must be one of {meta['choices']}, got {_show(value)}")
         if meta.get("registry") is not None:
@@ -194,7 +205,7 @@ def _default(fld: dataclasses.Field) -> Any:
     return _MISSING
 
 
-def _coerce(tp: Any, value: Any, key: str, default: Any = _MISSING) -> Any:
+def _coerce(tp: Any, value: Any, key: str, default: Any = _MISSING, finite: bool = True) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if tp is Any:
@@ -207,7 +218,7 @@ def _coerce(tp: Any, value: Any, key: str, default: Any = _MISSING) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _coerce(arg, value, key, default)
+                return _coerce(arg, value, key, default, finite)
             except AhaError as exc:
                 errors.append(str(exc))
         raise AhaError(errors[0] if len(errors) == 1 else f"{key}: {_show(value)} fits none of {tp}")
@@ -223,12 +234,12 @@ def _coerce(tp: Any, value: Any, key: str, default: Any = _MISSING) -> Any:
         if not isinstance(value, (list, tuple)):
             value = [value]
         inner = args[0] if args else Any
-        return [_coerce(inner, v, f"{key}[{i}]") for i, v in enumerate(value)]
+        return [_coerce(inner, v, f"{key}[{i}]", finite=finite) for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise AhaError(f"{key} must be a mapping, got {_show(value)}")
         inner = args[1] if len(args) == 2 else Any
-        return {str(k): _coerce(inner, v, f"{key}.{k}") for k, v in value.items()}
+        return {str(k): _coerce(inner, v, f"{key}.{k}", finite=finite) for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -236,23 +247,95 @@ def _coerce(tp: Any, value: Any, key: str, default: Any = _MISSING) -> Any:
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
+        if isinstance(value, str):
+            try:
+                value = float(value)  # YAML reads "1e3" as a string
+            except ValueError:
+                pass
         if isinstance(value, float) and value.is_integer():
             return int(value)
         raise AhaError(f"{key} must be an integer, got {_show(value)}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)  # YAML reads "1e-4" as a string
+                number = float(value)  # YAML reads "1e-4" as a string
             except ValueError:
                 pass
-        raise AhaError(f"{key} must be a number, got {_show(value)}")
+        if number is None:
+            raise AhaError(f"{key} must be a number, got {_show(value)}")
+        if finite and not math.isfinite(number):
+            usual = f" (the default is {default})" if isinstance(default, (int, float)) else ""
+            raise AhaError(f"{key} must be a finite number, got {number}; set a number{usual}")
+        return number
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
         raise AhaError(f"{key} must be a string, got {_show(value)}")
     return value
+
+
+def check_call_options(func: Any, options: dict[str, Any], key: str, what: str) -> None:
+    """Check keyword `options` against `func`'s signature (a class checks its __init__) before it is
+    called: an unknown name, or a value that cannot be the parameter's simple annotated type (int,
+    float, bool, str, lists of them), raises AhaError naming `key.name`. `what` names the callee in
+    messages ("task 'knights-knaves'"). Parameters without an annotation, or with one this loader
+    does not know, are left to the callee."""
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):
+        return
+    params = {n: p for n, p in sig.parameters.items()
+              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n != "self"}
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    try:
+        hints = typing.get_type_hints(func.__init__ if isinstance(func, type) else func)
+    except Exception:  # noqa: BLE001 - an annotation this interpreter cannot evaluate: skip type checks
+        hints = {}
+    def full(name: str) -> str:  # "task.options.count", or "--task-option count" for a command-line flag
+        return f"{key} {name}" if key.startswith("-") else f"{key}.{name}"
+
+    for name, value in options.items():
+        if name not in params:
+            if takes_any:
+                continue
+            hint = closest(name, list(params))
+            msg = f"unknown option {full(name)} of {what}"
+            if hint:
+                msg += f" (did you mean {full(hint)}?)"
+            raise AhaError(msg + f"; its options are: {', '.join(params) or 'none'}")
+        tp = hints.get(name)
+        if tp is None or value is None:
+            continue
+        if _simple_type(tp):
+            _coerce(tp, value, full(name), finite=False)  # raises "KEY must be an integer, got ..."
+
+
+def check_finite(value: Any, key: str) -> None:
+    """AhaError naming the dotted key of the first NaN or +-inf float inside `value` (free-form options
+    such as task.options and rewards[i].options, which no annotation types)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise AhaError(f"{key} must be a finite number, got {value}; set a number")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            check_finite(v, f"{key}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            check_finite(v, f"{key}[{i}]")
+
+
+def _simple_type(tp: Any) -> bool:
+    """Whether `_coerce` can judge a value of annotation `tp` (scalars, lists and unions of them)."""
+    if tp in (int, float, bool, str, type(None)):
+        return True
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return all(_simple_type(a) for a in typing.get_args(tp))
+    if origin is list:
+        return all(_simple_type(a) for a in typing.get_args(tp))
+    return False
 
 
 # ----------------------------------------------------------------------------- introspection

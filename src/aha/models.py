@@ -157,6 +157,15 @@ def load_tokenizer(path: str | Path) -> Any:
     return tok
 
 
+def require_chat_template(tokenizer: Any, path: str | Path) -> None:
+    """AhaError unless the tokenizer has a chat template: every prompt aha trains or samples on is
+    rendered with it (`aha.prompts.render_prompt`). Check it before the weights load."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise AhaError(f"the tokenizer of {str(path)!r} has no chat template, which aha needs to render prompts; "
+                       "use a chat (instruct) model folder, or add one as chat_template.jinja (or 'chat_template' "
+                       "in tokenizer_config.json)")
+
+
 def load_model(path: str | Path, device: str = "auto", dtype: str = "auto", trainable: bool = False) -> Any:
     """Load a causal LM (or a base + LoRA adapter) from a local folder onto a device.
 

@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -67,12 +68,44 @@ def append_jsonl(path: str | Path, records: list[dict[str, Any]]) -> None:
         os.fsync(f.fileno())
 
 
+def write_jsonl(path: str | Path, records: list[dict[str, Any]]) -> None:
+    """Replace a JSONL file with `records` atomically: they go to a temporary file in the same folder,
+    which is fsynced and renamed over `path`, so a kill at any moment leaves the old file or the new
+    one, never a truncated mix."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for record in records:
+                f.write(json.dumps(_jsonable(record), ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Read a JSONL log; a bad line raises AhaError naming the file and line. A torn last line
     (a run killed mid-write) is skipped."""
     from aha.jsonl import iter_json_objects
 
     return [rec for _, rec in iter_json_objects(path, allow_torn_tail=True)]
+
+
+def truncate_metrics(path: str | Path, last_step: int) -> float:
+    """Drop the metrics lines written after `last_step` (a resumed run redoes those steps), and a torn
+    last line. The file is rewritten through a temporary file and `os.replace`, so a kill at any moment
+    leaves either the old file or the new one. Returns the `time` of the last line kept (0.0 if none),
+    for a resumed run's clock to continue from."""
+    path = Path(path)
+    if not path.is_file():
+        return 0.0
+    rows = [r for r in read_jsonl(path) if r.get("step", 0) <= last_step]
+    write_jsonl(path, rows)
+    times = [r["time"] for r in rows if isinstance(r.get("time"), (int, float))]
+    return float(times[-1]) if times else 0.0
 
 
 class MetricsWriter:
@@ -139,8 +172,15 @@ class RunDir:
         path = Path(out_dir) if out_dir else default_run_dir(command)
         if path.exists() and not resume and (path / "metrics.jsonl").exists():
             raise AhaError(f"{path} already holds a run; choose another output folder or resume it")
-        path.mkdir(parents=True, exist_ok=True)
-        return cls(path, tensorboard=tensorboard, wandb_project=wandb_project)
+        fresh = not path.exists()
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            if fresh:
+                _CREATED.append(path)  # see remove_unstarted_runs
+            return cls(path, tensorboard=tensorboard, wandb_project=wandb_project)
+        except OSError as exc:
+            raise AhaError(f"cannot write the run folder {path}: {exc.strerror or exc}; choose another output "
+                           "folder (run.out_dir) or fix its permissions") from None
 
     def write_config(self, cfg: Any) -> Path:
         from aha.config import save_config
@@ -153,6 +193,37 @@ class RunDir:
         p = self.path / name
         p.mkdir(parents=True, exist_ok=True)
         return p
+
+
+# run folders this process created (RunDir.create), for remove_unstarted_runs
+_CREATED: list[Path] = []
+
+
+@contextmanager
+def remove_unstarted_runs() -> Iterator[None]:
+    """When the block raises (a bad model folder, a missing file, Ctrl-C while loading), remove the run
+    folders it created that hold no metrics line and no checkpoint yet: a failed start leaves no empty
+    runs/train-<date> behind. A folder that existed before, or that holds results, is kept."""
+    first = len(_CREATED)
+    try:
+        yield
+    except BaseException:
+        for path in _CREATED[first:]:
+            metrics = path / "metrics.jsonl"
+            if (metrics.is_file() and metrics.stat().st_size) or any((path / "checkpoints").glob("step_*")):
+                continue
+            _close_logger(path / "run.log")
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+    finally:
+        del _CREATED[first:]
+
+
+def _close_logger(path: Path) -> None:
+    logger = logging.getLogger(f"aha.run.{path}")
+    for handler in list(logger.handlers):
+        handler.close()
+        logger.removeHandler(handler)
 
 
 def _make_logger(path: Path) -> logging.Logger:

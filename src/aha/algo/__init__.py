@@ -1,4 +1,4 @@
-"""Pure tensor math of RL post-training: advantage estimators, policy losses, KL estimators.
+"""Pure math of RL post-training: advantage estimators, policy losses, KL estimators, reset rules.
 
 Nothing here touches a model, an optimizer or a process group (verl `core_algos` style); the
 trainer in `aha.train` calls these functions and does any cross-process reduction itself.
@@ -22,11 +22,13 @@ from aha.algo.losses import (
     policy_loss,
     ppo_clip_loss,
 )
+from aha.algo.resets import PLATEAU_MODES, periodic_reset_due, plateau_reached
 
 __all__ = [
     "ADVANTAGES",
     "AGG_MODES",
     "KL_ESTIMATORS",
+    "PLATEAU_MODES",
     "POLICY_LOSSES",
     "aggregate",
     "dr_grpo_advantages",
@@ -34,6 +36,8 @@ __all__ = [
     "kl_estimate",
     "kl_penalty_rewards",
     "masked_mean",
+    "periodic_reset_due",
+    "plateau_reached",
     "policy_loss",
     "ppo_clip_loss",
     "reinforce_pp_advantages",

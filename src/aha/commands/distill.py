@@ -28,9 +28,11 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve(args, DistillConfig, resume_key=None)
     if cfg is None:
         return 0
+    from aha.runs import remove_unstarted_runs
     from aha.train.distill import distill
 
-    path = distill(cfg)
+    with remove_unstarted_runs():  # a failed start leaves no empty run folder
+        path = distill(cfg)
     print((path / "report.md").read_text())
     print(f"data: {path / 'sft.jsonl'}")
     return 0

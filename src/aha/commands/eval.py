@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from aha.errors import AhaError
@@ -43,20 +44,41 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from aha.commands.recipe_args import check_output_path
     from aha.commands.score import parse_options
     from aha.eval.runner import evaluate
-    from aha.models import load_model, load_tokenizer
+    from aha.models import load_model, load_tokenizer, require_chat_template
     from aha.rollout.base import SamplingParams
     from aha.runs import default_run_dir
     from aha.tasks import get_task
+    from aha.train.config import MAX_NEW_TOKENS
 
     if args.n < 1:
         raise AhaError("--n must be at least 1")
+    if args.limit < 0:
+        raise AhaError(f"--limit must be >= 0 (0 = every problem), got {args.limit}")
+    if args.batch_prompts < 1:
+        raise AhaError(f"--batch-prompts must be at least 1, got {args.batch_prompts}")
+    if not 1 <= args.max_new_tokens <= MAX_NEW_TOKENS:
+        raise AhaError(f"--max-new-tokens must be in [1, {MAX_NEW_TOKENS}], got {args.max_new_tokens}")
+    if not math.isfinite(args.temperature) or args.temperature < 0:
+        raise AhaError(f"--temperature must be a finite number >= 0 (0 = greedy), got {args.temperature}")
+    if not 0.0 < args.top_p <= 1.0:  # NaN fails this too
+        raise AhaError(f"--top-p must be in (0, 1] (1 = off), got {args.top_p}")
+    if args.top_k < 0:
+        raise AhaError(f"--top-k must be >= 0 (0 = off), got {args.top_k}")
+    if any(not s for s in args.stop):
+        raise AhaError("--stop has an empty string, which would end every completion at once; remove it")
+    if args.out:
+        check_output_path(args.out, "--out", folder=True)
     if args.temperature == 0 and args.n > 1:
         raise AhaError("greedy decoding (--temperature 0) gives n identical samples; set --temperature > 0")
     options = parse_options(args.task_option)
     if args.data:
         options["data"] = list(args.data)
+    from aha.train.config import check_task_options
+
+    check_task_options(args.task, options, "--task-option")
     try:
         task = get_task(args.task, **options)
     except TypeError as exc:
@@ -66,8 +88,9 @@ def run(args: argparse.Namespace) -> int:
         examples = examples[: args.limit]
     if not examples:
         raise AhaError(f"task {args.task!r} has no examples in split {args.split!r}")
-    model = load_model(args.model, device=args.device, dtype=args.dtype)
     tokenizer = load_tokenizer(args.model)
+    require_chat_template(tokenizer, args.model)  # before the weights load
+    model = load_model(args.model, device=args.device, dtype=args.dtype)
     params = SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
                             max_new_tokens=args.max_new_tokens, n=args.n, stop=list(args.stop), seed=args.seed)
     out = Path(args.out) if args.out else default_run_dir("eval")

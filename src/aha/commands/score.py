@@ -68,11 +68,19 @@ def parse_options(items: list[str]) -> dict[str, object]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from aha.commands.recipe_args import check_output_path
     from aha.eval.scoring import format_summary, read_completions, score_samples
     from aha.tasks import get_task
 
+    if args.out:
+        check_output_path(args.out, "--out", folder=False)
+    if args.report:
+        check_output_path(args.report, "--report", folder=True)
     options = parse_options(args.task_option)
     samples = read_completions(args.completions)  # cheap checks before building the task
+    from aha.train.config import check_task_options
+
+    check_task_options(args.task, {"data": list(args.data), **options}, "--task-option")
     try:
         task = get_task(args.task, data=list(args.data), **options)
     except TypeError as exc:
@@ -84,11 +92,20 @@ def run(args: argparse.Namespace) -> int:
     records, summary = score_samples(task, examples, samples)
     print(format_summary(summary))
     if args.out:
+        from aha.commands.recipe_args import write_text_atomic
+
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        with open(out, "w", encoding="utf-8") as f:
-            json.dump({"task": args.task, "data": list(args.data), "completions": str(args.completions),
-                       "summary": summary, "samples": records}, f, ensure_ascii=False, indent=1)
+        doc = {"task": args.task, "data": list(args.data), "completions": str(args.completions),
+               "summary": summary, "samples": records}
+        text = json.dumps(doc, ensure_ascii=False, indent=1)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            # a lone surrogate in a completion ("\ud800" in its JSON) has no UTF-8 form: write every
+            # non-ASCII character as a \u escape instead, which reads back to the same strings
+            text = json.dumps(doc, ensure_ascii=True, indent=1)
+        write_text_atomic(out, text)
         print(f"wrote {out}")
     if args.report:
         from aha.eval.runner import build_results, write_results

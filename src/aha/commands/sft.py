@@ -34,8 +34,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve(args, SftConfig)
     if cfg is None:
         return 0
+    from aha.runs import remove_unstarted_runs
     from aha.train.sft import sft
 
-    path = sft(cfg)
+    with remove_unstarted_runs():  # a failed start leaves no empty run folder
+        path = sft(cfg)
     print(f"run directory: {path}\nmodel: {path / 'model'}")
     return 0

@@ -30,8 +30,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve(args, TrainConfig)
     if cfg is None:
         return 0
+    from aha.runs import remove_unstarted_runs
     from aha.train.grpo import train
 
-    path = train(cfg)
+    with remove_unstarted_runs():  # a failed start leaves no empty run folder
+        path = train(cfg)
     print(f"run directory: {path}")
     return 0

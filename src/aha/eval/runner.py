@@ -25,7 +25,7 @@ from aha.eval.stats import count_correct, default_ks, pass_at_k_intervals, wilso
 from aha.eval.tables import accuracy_table, markdown_table, natural_key, response_stats
 from aha.rewards.reflection import count_report_reflections
 from aha.rollout.base import SamplingParams
-from aha.runs import append_jsonl, progress, read_jsonl
+from aha.runs import append_jsonl, progress, read_jsonl, write_jsonl
 from aha.tasks.base import Example
 
 
@@ -61,7 +61,7 @@ def evaluate(model: Any, tokenizer: Any, task: Any, examples: list[Example], par
             done.setdefault(r["id"], []).append(r)
         # keep only problems with all n samples; a chunk cut short is redone whole
         done = {k: v for k, v in done.items() if len(v) == params.n}
-        samples_file.write_text("".join(json.dumps(r) + "\n" for rs in done.values() for r in rs))
+        write_jsonl(samples_file, [r for rs in done.values() for r in rs])  # atomic: a kill keeps the old file
     elif samples_file.exists():
         samples_file.unlink()
     settings_file.write_text(json.dumps(settings, indent=2))

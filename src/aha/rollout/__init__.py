@@ -22,9 +22,11 @@ if TYPE_CHECKING:
     from aha.rollout.hf import HFGenerator
 
 BACKENDS = ("engine", "hf")
+# the memory-budget options every backend takes (see base.WaveBudget)
+WAVE_OPTIONS = ("max_batch_rows", "max_batch_tokens", "memory_fraction")
 
-__all__ = ["BACKENDS", "Completion", "EngineGenerator", "Generator", "HFGenerator", "SamplingParams",
-           "get_generator"]
+__all__ = ["BACKENDS", "WAVE_OPTIONS", "Completion", "EngineGenerator", "Generator", "HFGenerator",
+           "SamplingParams", "get_generator", "wave_options"]
 
 
 def get_generator(name: str, model: Any, tokenizer_or_eos_ids: Any = None, *,
@@ -38,8 +40,9 @@ def get_generator(name: str, model: Any, tokenizer_or_eos_ids: Any = None, *,
     eos_token_ids: EOS ids overriding the tokenizer's (default: end-of-turn token + tokenizer EOS +
         the model's generation_config EOS).
     pad_token_id: left-padding id (default: the tokenizer's pad token, else the first EOS id).
-    options: backend-specific keyword options (engine: max_batch_rows, compact_fraction, cache,
-        initial_capacity).
+    options: keyword options of the backend. Both take the memory budget `max_batch_rows`,
+        `max_batch_tokens` and `memory_fraction` (`base.WaveBudget`: a request runs in waves that fit
+        it); the engine also compact_fraction, mode, initial_capacity, max_prefill_tokens.
     """
     tokenizer = tokenizer_or_eos_ids
     if isinstance(tokenizer_or_eos_ids, (list, tuple)):
@@ -51,12 +54,19 @@ def get_generator(name: str, model: Any, tokenizer_or_eos_ids: Any = None, *,
     if name == "hf":
         from aha.rollout.hf import HFGenerator
 
-        if options:
-            raise AhaError(f"the hf backend takes no options, got {sorted(options)}")
-        return HFGenerator(model, tokenizer, eos_token_ids=eos_token_ids, pad_token_id=pad_token_id)
+        unknown = sorted(set(options) - set(WAVE_OPTIONS))
+        if unknown:
+            raise AhaError(f"the hf backend takes no options but {', '.join(WAVE_OPTIONS)}, got {unknown}")
+        return HFGenerator(model, tokenizer, eos_token_ids=eos_token_ids, pad_token_id=pad_token_id, **options)
     hint = closest(name, list(BACKENDS))
     raise AhaError(f"unknown generation backend {name!r}" + (f" (did you mean {hint!r}?)" if hint else "")
                    + f"; valid names: {', '.join(BACKENDS)}")
+
+
+def wave_options(rollout_cfg: Any) -> dict[str, Any]:
+    """The memory-budget options (`WAVE_OPTIONS`) of a config section that has them as fields (the
+    trainer's `rollout`), for `get_generator(..., **wave_options(cfg.rollout))`."""
+    return {k: getattr(rollout_cfg, k) for k in WAVE_OPTIONS if hasattr(rollout_cfg, k)}
 
 
 def __getattr__(name: str) -> Any:

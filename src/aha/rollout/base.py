@@ -4,8 +4,9 @@ Backends (transformers `generate`, aha's own KV-cache engine, vLLM) implement `G
 The interface deals in token ids, not text, so the trainer controls templating and the backends
 stay narrow. The shared helpers: request checks (`check_params`), EOS and padding ids
 (`resolve_token_ids`), the incremental stop-string checker (`StopChecker`), completion assembly
-(`build_completions`), `model_device` and `eval_mode`. Importing this module does not import torch
-(the helpers that need it import it when called).
+(`build_completions`), the memory budget that splits a request into waves (`WaveBudget`,
+`plan_waves`), `model_device` and `eval_mode`. Importing this module does not import torch (the
+helpers that need it import it when called).
 """
 
 from __future__ import annotations
@@ -216,3 +217,138 @@ def build_completions(tokenizer: Any, stop: StopChecker | None, rows: list[tuple
         out.append(Completion(prompt_index=pi, sample_index=si, token_ids=tokens[r], text=text,
                               finish_reason=reasons[r], logprobs=None if logprobs is None else logprobs[r]))
     return out
+
+
+# ----------------------------------------------------------------------------- waves: a request within a memory budget
+
+# bytes per row for the (B, V) float32 tensors of a decode step: the logits and the sampler's
+# temporaries (scaled, shifted, exp, cumsum; top-p sorts and masks), with room to spare
+_ROW_VOCAB_BYTES = 48
+
+
+def plan_waves(prompt_lens: Sequence[int], n: int, max_new_tokens: int, max_rows: int | None = None,
+               max_tokens: int | None = None, row_overhead: int = 0, pad_to: int = 0
+               ) -> list[list[tuple[int, int]]]:
+    """Split the rows (prompt_index, sample_index) of a request into consecutive waves within a budget.
+
+    prompt_lens: each prompt's length in tokens; n: samples per prompt; rows are ordered by
+        (prompt_index, sample_index) and the waves, concatenated, give them back in that order.
+    max_rows: at most this many rows per wave (None or 0: no cap).
+    max_tokens: at most this many KV-cache positions per wave, where a wave of r rows whose longest
+        prompt has P tokens counts r x (P + max_new_tokens + row_overhead): the padded footprint
+        of transformers `generate` and an upper bound for the engine (which stores a shared prompt
+        once per group). None or 0: no cap.
+    row_overhead: positions charged per row for what is not KV cache (the logits), in KV positions.
+    pad_to: the backend pads every wave's prompts to at least this many tokens (the engine pads to
+        the request's longest prompt), so a wave's longest prompt counts as at least this.
+
+    A prompt's samples stay in one wave when they fit in one (the engine then prefills the prompt
+    once); a group larger than the budget is split over several waves. A single row over the token
+    budget still runs, alone.
+    """
+    max_rows = max_rows or None
+    max_tokens = max_tokens or None
+
+    def fits(rows: int, longest: int) -> bool:
+        if max_rows is not None and rows > max_rows:
+            return False
+        return max_tokens is None or rows * (longest + max_new_tokens + row_overhead) <= max_tokens
+
+    waves: list[list[tuple[int, int]]] = []
+    wave: list[tuple[int, int]] = []
+    longest = pad_to
+    for i, plen in enumerate(prompt_lens):
+        group = [(i, j) for j in range(n)]
+        if fits(len(wave) + n, max(longest, plen)):
+            wave += group
+            longest = max(longest, plen)
+            continue
+        if wave and fits(n, plen):
+            waves.append(wave)
+            wave, longest = group, max(pad_to, plen)
+            continue
+        # the group does not fit in one wave: fill the current wave with its first rows, then more waves
+        for row in group:
+            if wave and not fits(len(wave) + 1, max(longest, plen)):
+                waves.append(wave)
+                wave, longest = [], pad_to
+            wave.append(row)
+            longest = max(longest, plen)
+    if wave:
+        waves.append(wave)
+    return waves
+
+
+def kv_bytes_per_token(model: Any) -> int:
+    """Bytes of keys and values one cached position takes over all layers, in the model's dtype."""
+    config = models.hf_model(model).config
+    config = getattr(config, "get_text_config", lambda: config)()
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    element = next(model.parameters()).element_size()
+    return 2 * config.num_hidden_layers * kv_heads * head_dim * element
+
+
+def free_device_memory(device: Any) -> int | None:
+    """Bytes a new allocation can take on a CUDA device (the driver's free memory plus what PyTorch's
+    caching allocator holds unused); None for other devices."""
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+
+
+@dataclass
+class WaveBudget:
+    """How many rows one generation batch ("wave") may hold; a backend runs a request as waves.
+
+    max_rows: rows (prompts x samples) per wave; 0 = no cap.
+    max_tokens: KV-cache positions per wave, counted as in `plan_waves`; 0 = automatic: on CUDA,
+        `memory_fraction` of the device memory free when `generate` is called, divided by the bytes
+        a position takes (`kv_bytes_per_token`), each row also charged its logits; elsewhere no cap.
+    memory_fraction: the share of free CUDA memory the automatic budget may fill (0 = no automatic
+        budget). The rest is headroom for the decode step's activations and the cache's growth
+        (a buffer that doubles holds its old and new copies for a moment).
+
+    The engine's completions do not depend on the waves (its samples are seeded per row); transformers
+    `generate` draws from one stream for the whole batch, so its sampled completions do (greedy ones
+    do not, up to float rounding).
+    """
+
+    max_rows: int = 0
+    max_tokens: int = 0
+    memory_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        self.max_rows = int(self.max_rows or 0)
+        self.max_tokens = int(self.max_tokens or 0)
+        if self.max_rows < 0 or self.max_tokens < 0:
+            raise AhaError(f"max_batch_rows and max_batch_tokens must be >= 0, got {self.max_rows}, "
+                           f"{self.max_tokens}")
+        if not 0.0 <= self.memory_fraction <= 1.0:
+            raise AhaError(f"memory_fraction must be in [0, 1], got {self.memory_fraction}")
+
+    def token_budget(self, model: Any) -> tuple[int | None, int]:
+        """(KV positions per wave or None for no cap, positions charged per row for its logits)."""
+        if self.max_tokens:
+            return self.max_tokens, 0
+        if self.memory_fraction <= 0:
+            return None, 0
+        free = free_device_memory(model_device(model))
+        if free is None:
+            return None, 0
+        per_token = kv_bytes_per_token(model)
+        vocab = int(getattr(models.hf_model(model).config, "vocab_size", 0) or 0)
+        overhead = -(-_ROW_VOCAB_BYTES * vocab // per_token)  # ceil
+        return max(1, int(self.memory_fraction * free) // per_token), overhead
+
+    def waves(self, model: Any, prompts: Sequence[Sequence[int]], params: SamplingParams, pad_to: int = 0
+              ) -> list[list[tuple[int, int]]]:
+        """The waves of a request (see `plan_waves`)."""
+        tokens, overhead = self.token_budget(model)
+        return plan_waves([len(p) for p in prompts], params.n, params.max_new_tokens, self.max_rows or None,
+                          tokens, overhead, pad_to)

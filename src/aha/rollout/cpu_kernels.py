@@ -172,16 +172,52 @@ def kernel_path(compiler: list[str] | None = None) -> Path:
     return cache_dir() / f"cascade_attention-{key}.so"
 
 
+def check_trusted(path: Path) -> None:
+    """RuntimeError unless `path` and every folder above it are safe to load code from: owned by this
+    user (folders: or by root) and writable by no one else. A world-writable folder with the sticky
+    bit (/tmp) is accepted, as others cannot rename or replace what is in it. Without it, another
+    user who could write the cache path could plant a library that the next run loads."""
+    import stat
+
+    if not hasattr(os, "getuid"):
+        return  # no POSIX owners here (Windows)
+    uid = os.getuid()
+    st = path.lstat()
+    if stat.S_ISLNK(st.st_mode) or st.st_uid != uid or st.st_mode & 0o022:
+        raise RuntimeError(f"{path} is not a file only this user can write (owner uid {st.st_uid}, mode "
+                           f"{stat.S_IMODE(st.st_mode):o}); delete it or set AHA_CACHE_DIR to a private folder")
+    for folder in path.resolve().parents:
+        st = folder.stat()
+        writable_by_others = st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX
+        if st.st_uid not in (uid, 0) or writable_by_others:
+            raise RuntimeError(f"the kernel cache folder {folder} can be written by other users (owner uid "
+                               f"{st.st_uid}, mode {stat.S_IMODE(st.st_mode):o}); run `chmod go-w {folder}` or "
+                               "set AHA_CACHE_DIR to a private folder")
+
+
+def _make_private_dirs(folder: Path) -> None:
+    """mkdir -p, the folders it creates writable by this user only (whatever the umask)."""
+    missing = [p for p in [folder, *folder.parents] if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    for p in missing:
+        try:
+            os.chmod(p, 0o755)
+        except OSError:
+            pass
+
+
 def _load() -> ctypes.CDLL:
-    """Load the compiled kernels, building them first when this machine has no cached copy."""
+    """Load the compiled kernels, building them first when this machine has no cached copy. A cached
+    file, or a cache folder, that someone else could have written is refused (`check_trusted`)."""
     compiler = _compiler()
     target = kernel_path(compiler)
+    _make_private_dirs(target.parent)
     if target.exists():
+        check_trusted(target)
         try:
             return ctypes.CDLL(str(target))
         except OSError:  # a damaged file (a full disk, a crash mid-copy): build it again
             target.unlink(missing_ok=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
@@ -194,6 +230,7 @@ def _load() -> ctypes.CDLL:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    check_trusted(target)
     return ctypes.CDLL(str(target))
 
 

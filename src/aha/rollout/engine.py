@@ -53,6 +53,7 @@ from aha.rollout.base import (
     Completion,
     SamplingParams,
     StopChecker,
+    WaveBudget,
     build_completions,
     check_params,
     eval_mode,
@@ -96,8 +97,16 @@ class EngineGenerator:
         text is "" and stop strings are refused.
     eos_token_ids: ids that end a completion; default: see `aha.models.eos_token_ids`.
     pad_token_id: left-padding id (masked, so its value is irrelevant); default: the tokenizer's pad.
-    max_batch_rows: at most this many rows (prompts x n) decode together; more are run group by group
-        in successive batches (bounds memory). None = all at once.
+    max_batch_rows, max_batch_tokens, memory_fraction: the memory budget (`base.WaveBudget`): a
+        request is decoded in successive waves of at most max_batch_rows rows (prompts x n) and
+        max_batch_tokens KV positions (each row counts the longest prompt plus max_new_tokens); a prompt's
+        samples share a wave when they fit. None/0: no row cap; no token cap, except on CUDA where
+        it defaults to what `memory_fraction` of the free device memory holds. The completions do
+        not depend on the waves: every row samples from its own counter-based seed, and every wave
+        pads its prompts to the request's longest, so in "native" mode a row's computation is the
+        same bit for bit (tokens and log-probs); the other modes run the model's own forward, whose
+        matmuls round differently for other batch sizes, so their log-probs may differ in the last
+        bits (the tokens, in practice, do not).
     compact_fraction: finished rows are removed from the batch once they are at least this fraction of
         it (their compute is wasted until then, but each removal copies the live cache rows).
     mode: how decode steps run:
@@ -116,12 +125,13 @@ class EngineGenerator:
 
     def __init__(self, model: Any, tokenizer: Any = None, *, eos_token_ids: Sequence[int] | None = None,
                  pad_token_id: int | None = None, max_batch_rows: int | None = None,
+                 max_batch_tokens: int | None = None, memory_fraction: float = 0.5,
                  compact_fraction: float = 0.125, mode: str = "auto", initial_capacity: int = 128,
                  max_prefill_tokens: int = 32768):
         self.model = model
         self.tokenizer = tokenizer
         self.eos_ids, self.pad_id = resolve_token_ids(tokenizer, model, eos_token_ids, pad_token_id)
-        self.max_batch_rows = max_batch_rows
+        self.budget = WaveBudget(max_batch_rows or 0, max_batch_tokens or 0, memory_fraction)
         self.compact_fraction = compact_fraction
         self.initial_capacity = max(1, initial_capacity)
         self.max_prefill_tokens = max(1, max_prefill_tokens)
@@ -165,15 +175,15 @@ class EngineGenerator:
         if not prompts:
             return []
         stop = self._stop_checker(params.stop)
-        n = params.n
-        rows = [(i, j) for i in range(len(prompts)) for j in range(n)]
-        per_batch = len(rows) if not self.max_batch_rows else max(n, self.max_batch_rows // n * n)
+        pad_to = max(len(p) for p in prompts)  # every wave pads to the same width (see max_batch_rows)
+        waves = self.budget.waves(self.model, prompts, params, pad_to=pad_to)
+        rows = [row for wave in waves for row in wave]  # (prompt_index, sample_index) order
         done: list[_Row] = []
         with eval_mode(self.model), torch.inference_mode():
             if self._native is not None:
                 self._native.refresh()
-            for start in range(0, len(rows), per_batch):
-                done += self._generate_rows(prompts, rows[start:start + per_batch], params, stop)
+            for wave in waves:
+                done += self._generate_rows(prompts, wave, params, stop, pad_to)
         return build_completions(self.tokenizer, stop, rows, [r.token_ids for r in done],
                                  [r.logprobs for r in done], [r.reason for r in done])
 
@@ -244,8 +254,9 @@ class EngineGenerator:
         return (torch.cat(logits), [torch.cat(k) for k in zip(*keys)], [torch.cat(v) for v in zip(*values)])
 
     def _generate_rows(self, prompts: list[list[int]], rows: list[tuple[int, int]], params: SamplingParams,
-                       stop: StopChecker | None) -> list[_Row]:
-        """Decode the given (prompt_index, sample_index) rows together; returns them finished, in order."""
+                       stop: StopChecker | None, pad_to: int = 0) -> list[_Row]:
+        """Decode the given (prompt_index, sample_index) rows together; returns them finished, in order.
+        The prompts are left-padded to at least `pad_to` tokens."""
         device = model_device(self.model)
         max_new = params.max_new_tokens
         mode = self.mode
@@ -254,7 +265,7 @@ class EngineGenerator:
         state = [_Row(r, pi, si, unique.setdefault(tuple(prompts[pi]), len(unique)), max_new)
                  for r, (pi, si) in enumerate(rows)]
         uprompts = list(unique)
-        U, P, R = len(uprompts), max(len(p) for p in uprompts), len(rows)
+        U, P, R = len(uprompts), max(pad_to, max(len(p) for p in uprompts)), len(rows)
         ids = torch.full((U, P), self.pad_id, dtype=torch.long)
         for u, p in enumerate(uprompts):
             ids[u, P - len(p):] = torch.tensor(p, dtype=torch.long)

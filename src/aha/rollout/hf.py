@@ -11,6 +11,12 @@ Generate draws from one global stream for the whole batch, so a completion depen
 was sampled in: the same prompts with the same seed give the same completions, but sampling a prompt
 alone or with other prompts does not. Use the engine backend when that matters.
 
+Memory budget: a request runs as successive `generate` calls ("waves", `base.WaveBudget`: at most
+`max_batch_rows` rows and `max_batch_tokens` padded positions each; on CUDA an automatic token budget
+from free memory). The RNG is seeded once and continues from wave to wave, so a request is still
+reproducible for a given budget; greedy completions do not depend on the waves, sampled ones do
+(see above).
+
 Log-probabilities are not returned (Completion.logprobs is None).
 """
 
@@ -25,6 +31,7 @@ from aha.rollout.base import (
     Completion,
     SamplingParams,
     StopChecker,
+    WaveBudget,
     build_completions,
     check_params,
     eval_mode,
@@ -62,13 +69,18 @@ class HFGenerator:
         is "" and stop strings are refused.
     eos_token_ids: ids that end a completion; default: see `aha.models.eos_token_ids`.
     pad_token_id: left-padding id; default: the tokenizer's pad token, else the first EOS id.
+    max_batch_rows, max_batch_tokens, memory_fraction: the memory budget (`base.WaveBudget`; 0/None:
+        no cap, except on CUDA where the token cap defaults to what `memory_fraction` of free memory
+        holds).
     """
 
     def __init__(self, model: Any, tokenizer: Any = None, *, eos_token_ids: Sequence[int] | None = None,
-                 pad_token_id: int | None = None):
+                 pad_token_id: int | None = None, max_batch_rows: int | None = None,
+                 max_batch_tokens: int | None = None, memory_fraction: float = 0.5):
         self.model = model
         self.tokenizer = tokenizer
         self.eos_ids, self.pad_id = resolve_token_ids(tokenizer, model, eos_token_ids, pad_token_id)
+        self.budget = WaveBudget(max_batch_rows or 0, max_batch_tokens or 0, memory_fraction)
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
         """Sample `params.n` completions per prompt; ordered by (prompt_index, sample_index).
@@ -81,14 +93,6 @@ class HFGenerator:
         check_params(params, self.tokenizer, prompts)
         if not prompts:
             return []
-        n = params.n
-        rows = [(i, j) for i in range(len(prompts)) for j in range(n)]
-        P = max(len(p) for p in prompts)
-        ids = torch.full((len(rows), P), self.pad_id, dtype=torch.long)  # (R, P)
-        attn = torch.zeros((len(rows), P), dtype=torch.long)  # (R, P)
-        for r, (i, _) in enumerate(rows):
-            ids[r, P - len(prompts[i]):] = torch.tensor(prompts[i], dtype=torch.long)
-            attn[r, P - len(prompts[i]):] = 1
         device = model_device(self.model)
         sampling = params.temperature > 0
         # explicit values: unset (None) fields are filled from the model's generation_config, which
@@ -98,16 +102,28 @@ class HFGenerator:
             max_new_tokens=params.max_new_tokens, do_sample=sampling, num_beams=1, repetition_penalty=1.0,
             eos_token_id=list(self.eos_ids), pad_token_id=self.pad_id, **knobs)
         stop = StopChecker(self.tokenizer, params.stop) if params.stop else None
-        extra = {}
+        vocab = 0
         if stop is not None:
             vocab = max(len(self.tokenizer), int(getattr(self.model.config, "vocab_size", 0) or 0))
-            extra["stopping_criteria"] = StoppingCriteriaList([_StopStrings(stop, P, vocab)])
+        waves = self.budget.waves(self.model, prompts, params)
+        rows = [row for wave in waves for row in wave]  # (prompt_index, sample_index) order
+        generated: list[list[int]] = []
         devices = [device] if device.type == "cuda" else []
         with eval_mode(self.model), torch.random.fork_rng(devices=devices), torch.inference_mode():
-            torch.manual_seed(params.seed & 0xFFFF_FFFF_FFFF_FFFF)
-            out = self.model.generate(input_ids=ids.to(device), attention_mask=attn.to(device),
-                                      generation_config=config, **extra)
-        generated = out[:, P:].tolist()  # (R, <= max_new_tokens)
+            torch.manual_seed(params.seed & 0xFFFF_FFFF_FFFF_FFFF)  # once: the stream runs on over the waves
+            for wave in waves:
+                P = max(len(prompts[i]) for i, _ in wave)
+                ids = torch.full((len(wave), P), self.pad_id, dtype=torch.long)  # (R, P)
+                attn = torch.zeros((len(wave), P), dtype=torch.long)  # (R, P)
+                for r, (i, _) in enumerate(wave):
+                    ids[r, P - len(prompts[i]):] = torch.tensor(prompts[i], dtype=torch.long)
+                    attn[r, P - len(prompts[i]):] = 1
+                extra = {}
+                if stop is not None:
+                    extra["stopping_criteria"] = StoppingCriteriaList([_StopStrings(stop, P, vocab)])
+                out = self.model.generate(input_ids=ids.to(device), attention_mask=attn.to(device),
+                                          generation_config=config, **extra)
+                generated += out[:, P:].tolist()  # (R, <= max_new_tokens)
         eos = set(self.eos_ids)
         tokens, reasons = [], []
         for seq in generated:

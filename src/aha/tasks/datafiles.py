@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from aha.errors import AhaError
-from aha.jsonl import iter_json_objects
+from aha.jsonl import iter_json_objects, read_text
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 DATASETS_SUFFIXES = {".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
@@ -118,11 +118,11 @@ def _pick_split(loaded: Any, source: str, split: str) -> Any:
 
 def _read_json(p: Path, name: str) -> list[RawRecord]:
     try:
-        loaded = json.loads(p.read_text(encoding="utf-8"))
+        loaded = json.loads(read_text(p))
     except json.JSONDecodeError as exc:
         raise AhaError(f"{name}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
-    except UnicodeDecodeError as exc:
-        raise AhaError(f"{name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except RecursionError:
+        raise AhaError(f"{name}: JSON nested too deeply to read; expected a list of flat records") from None
     if isinstance(loaded, dict):
         lists = [v for k, v in loaded.items() if k in ("data", "examples", "rows") and isinstance(v, list)]
         if not lists:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 import random
 import time
@@ -39,20 +38,27 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from aha.algo.losses import batch_divisors, kl_penalty_rewards, loss_token_mask, policy_loss
-from aha.config import to_dict
 from aha.errors import AhaError
 from aha.prompts import render_prompt
 from aha.rewards.base import RewardBatch
 from aha.rollout.base import Completion, SamplingParams
-from aha.runs import RunDir, append_jsonl, progress, read_jsonl
+from aha.runs import RunDir, progress, truncate_metrics, write_jsonl
 from aha.tasks.base import Example, Verdict, preopens_think, safe_verify
-from aha.train.checkpoint import latest_checkpoint, load_training_state, load_weights, save_checkpoint
-from aha.train.common import load_policy, make_optimizer
+from aha.train.checkpoint import list_checkpoints, remove_partial_checkpoints, restore_latest, save_checkpoint
+from aha.train.common import check_resume_config, load_policy, make_optimizer
 from aha.train.config import TrainConfig
 from aha.train.logprobs import completion_logprobs, pad_rows, reference_logprobs
+from aha.train.resets import (
+    ResetState,
+    checkpoint_extras,
+    maybe_reset,
+    reset_metrics,
+    resume_phase,
+    save_final_model,
+)
+from aha.train.stopping import GracefulStop
 
 # config keys that may differ between a run and its resumption
 _RESUME_FREE_KEYS = {"resume", "allow_config_change", "max_seconds"}
@@ -191,6 +197,13 @@ class RLSession:
     scheduler: Any
     plan: LogprobPlan
     prompt_cache: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+    # ProRL: `cfg` is the current phase's config (aha.train.resets); `recipe` the run's own, unchanged
+    recipe: TrainConfig | None = None
+    resets: ResetState = dataclasses.field(default_factory=ResetState)
+
+    def __post_init__(self) -> None:
+        if self.recipe is None:
+            self.recipe = self.cfg
 
     @property
     def pad_id(self) -> int:
@@ -202,9 +215,10 @@ class RLSession:
         return self.prompt_cache[ex.id]
 
     def save(self, step: int, data_position: int) -> None:
+        reset_state, weights = checkpoint_extras(self)
         save_checkpoint(self.run.path, step, self.model, self.tokenizer, self.optimizer, self.scheduler,
-                        {"data_position": data_position, "rewards": self.composer.state_dict()},
-                        keep=self.cfg.keep_checkpoints)
+                        {"data_position": data_position, "rewards": self.composer.state_dict(), **reset_state},
+                        keep=self.cfg.keep_checkpoints, weights=weights)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -216,10 +230,9 @@ def train(cfg: TrainConfig) -> Path:
     step = start_step
     loop_start = time.time()
     try:
-        with progress(cfg.steps - start_step, "train", cfg.run.progress) as bar:
+        with progress(cfg.steps - start_step, "train", cfg.run.progress) as bar, GracefulStop(s.run.log.info) as stop:
             for step in range(start_step + 1, cfg.steps + 1):
                 t0 = time.time()
-                position_at_step_start = data_position
                 batch, data_position = collect(s, step, data_position)
                 t_update = time.time()
                 compute_logprobs(s, batch)
@@ -228,23 +241,32 @@ def train(cfg: TrainConfig) -> Path:
                 metrics = {**batch_metrics(batch), **metrics, "time/generation": batch.gen_seconds,
                            "time/scoring": batch.score_seconds, "time/update": time.time() - t_update,
                            "time/step": time.time() - t0,
-                           "tokens_per_s": batch.gen_tokens / max(batch.gen_seconds, 1e-9)}
+                           "tokens_per_s": batch.gen_tokens / max(batch.gen_seconds, 1e-9), **reset_metrics(s)}
                 out_of_time = bool(cfg.max_seconds) and time.time() - loop_start >= cfg.max_seconds
-                record(s, step, batch, metrics, data_position, last=step == cfg.steps or out_of_time)
+                record(s, step, batch, metrics, data_position, last=step == cfg.steps or out_of_time,
+                       stopping=stop.requested is not None)
+                maybe_reset(s, step, metrics, data_position)  # ProRL: needs this step's validation
                 bar.update(1, reward=metrics.get("reward/total/mean", float("nan")), acc=metrics["accuracy"])
+                if stop.requested:
+                    s.run.log.info(f"stopped by {stop.requested} after step {step}, checkpoint written; "
+                                   f"continue with: aha train resume={s.run.path}")
+                    raise KeyboardInterrupt
                 if out_of_time:
                     s.run.log.info(f"time budget of {cfg.max_seconds:.0f}s reached after step {step}")
                     break
     except KeyboardInterrupt:
-        done = step - 1 if step > start_step else start_step
-        if done > start_step:
-            s.run.log.info(f"interrupted: saving a checkpoint at step {done}")
-            # resume redoes the interrupted step with the same prompts (an optimizer step it had
-            # already taken stays in the weights)
-            s.save(done, position_at_step_start)
+        newest = list_checkpoints(s.run.path)
+        if not (newest and newest[-1].name == f"step_{step:06d}"):
+            # the live state is between two step boundaries: it is not saved (see aha.train.stopping)
+            after = f"after {newest[-1].name}" if newest else "at step 1"
+            s.run.log.info(f"stopped in step {step} before it finished, so no checkpoint of it was written; "
+                           f"aha train resume={s.run.path} continues {after}")
         raise
+    except OSError as exc:
+        raise AhaError(f"writing the run under {s.run.path} failed in step {step}: {exc.strerror or exc}; "
+                       "free space or fix the folder's permissions, then resume it") from None
     s.run.metrics.close()
-    s.model.save_pretrained(str(s.run.path / "model"))
+    save_final_model(s, s.run.path / "model")  # after LoRA resets: the whole merged model
     s.tokenizer.save_pretrained(str(s.run.path / "model"))
     s.run.log.info(f"done: {s.run.path} (model in {s.run.path / 'model'})")
     return s.run.path
@@ -255,14 +277,15 @@ def start_session(cfg: TrainConfig) -> tuple[RLSession, int, int]:
     Returns (session, the step to continue after, the data position)."""
     from aha.algo.advantages import ADVANTAGES
     from aha.rewards.compose import RewardComposer
-    from aha.rollout import get_generator
+    from aha.rollout import get_generator, wave_options
     from aha.tasks import get_task
 
     composer = RewardComposer(cfg.rewards, policy_path=cfg.model.path)  # bad reward names/options fail here
     estimator = ADVANTAGES.get(cfg.algo.advantage)
     resume_from = Path(cfg.resume) if cfg.resume else None
     if resume_from is not None:
-        _check_resume_config(cfg, resume_from)
+        check_resume_config(cfg, resume_from, _RESUME_FREE_KEYS, _RESUME_FREE_RUN_KEYS, "train",
+                            allow_change=cfg.allow_config_change)
     task = get_task(cfg.task.name, **cfg.task.options)
     train_examples = list(task.examples(cfg.task.train_split))
     if not train_examples:
@@ -278,23 +301,30 @@ def start_session(cfg: TrainConfig) -> tuple[RLSession, int, int]:
     reference = None
     if cfg.algo.kl_coef > 0 and not cfg.lora.enabled:
         reference = copy.deepcopy(model).eval().requires_grad_(False)  # frozen copy for full fine-tuning
-    generator = get_generator(cfg.rollout.backend, model, tokenizer)
+    generator = get_generator(cfg.rollout.backend, model, tokenizer, **wave_options(cfg.rollout))
     updates_per_step = cfg.algo.num_iterations * cfg.batch.mini_batches
     optimizer, scheduler = make_optimizer(
         model, cfg.optim.lr, cfg.optim.weight_decay, (cfg.optim.beta1, cfg.optim.beta2), cfg.optim.schedule,
-        cfg.optim.warmup_steps, cfg.steps * updates_per_step, cfg.optim.min_lr_ratio)
+        cfg.optim.warmup_steps, cfg.steps * updates_per_step, cfg.optim.min_lr_ratio, cfg.optim.master_weights)
     s = RLSession(cfg, task, train_examples, val_examples, composer, estimator, run, model, tokenizer,
                   reference, generator, optimizer, scheduler, LogprobPlan.from_config(cfg))
 
     start_step, data_position = 0, 0
     if resume_from is not None:
-        ckpt = latest_checkpoint(resume_from)
-        load_weights(model, ckpt / "model")
-        state = load_training_state(ckpt, optimizer, scheduler)
-        start_step, data_position = state["step"], state["data_position"]
-        composer.load_state_dict(state.get("rewards", {}))
-        _truncate_metrics(run.path / "metrics.jsonl", start_step)
-        run.log.info(f"resumed from {ckpt} at step {start_step}")
+        for stale in remove_partial_checkpoints(resume_from):
+            run.log.info(f"removed {stale}, a checkpoint whose writing was interrupted")
+        resume_phase(s, resume_from)  # the checkpoint's phase: its adapter's shapes, its optimizer
+        restored = restore_latest(resume_from, s.model, s.optimizer, s.scheduler, warn=run.log.warning,
+                                  reference=s.reference)
+        if restored is None:
+            run.log.info(f"{resume_from} stopped before its first checkpoint: starting it again at step 1")
+        else:
+            ckpt, state = restored
+            start_step, data_position = state["step"], state["data_position"]
+            composer.load_state_dict(state.get("rewards", {}))
+            run.log.info(f"resumed from {ckpt} at step {start_step}")
+        last_time = truncate_metrics(run.path / "metrics.jsonl", start_step)
+        run.metrics.start = time.time() - last_time  # the metrics clock continues across a resume
     run.log.info(f"run directory: {run.path}")
     run.log.info(f"{len(train_examples)} train prompts, {len(val_examples)} validation prompts; "
                  f"{cfg.batch.prompts_per_step} prompts x {cfg.batch.samples_per_prompt} samples per step")
@@ -515,20 +545,21 @@ def batch_metrics(batch: StepBatch) -> dict[str, float]:
 
 
 def record(s: RLSession, step: int, batch: StepBatch, metrics: dict[str, Any], data_position: int,
-           last: bool) -> None:
+           last: bool, stopping: bool = False) -> None:
     """Rollouts, validation, metrics and checkpoint of a finished step (`metrics` gains the
-    validation figures)."""
+    validation figures). `last`: the run ends after this step; `stopping`: it stops early on a
+    signal, with metrics and a checkpoint but no extra validation."""
     cfg = s.cfg
     if cfg.save_rollouts:
         _write_rollouts(s.run.path / "rollouts" / f"step_{step:05d}.jsonl", step, batch)
-    if cfg.val_every and (step % cfg.val_every == 0 or last):
+    if cfg.val_every and (step % cfg.val_every == 0 or (last and not stopping)):
         metrics.update(validate(s.model, s.tokenizer, s.generator, s.task, s.val_examples, cfg,
                                 preopens_think(s.task), s.run.path / "eval" / f"val_step_{step:05d}.jsonl"))
         s.model.train()
-    if step % cfg.run.log_every == 0 or last:
+    if step % cfg.run.log_every == 0 or last or stopping:
         s.run.metrics.write(step, metrics)
     s.run.log.info(_summary(step, cfg.steps, metrics))
-    if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or last:
+    if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or last or stopping:
         s.save(step, data_position)
 
 
@@ -537,11 +568,13 @@ def record(s: RLSession, step: int, batch: StepBatch, metrics: dict[str, Any], d
 
 def validate(model: Any, tokenizer: Any, generator: Any, task: Any, examples: list[Example], cfg: TrainConfig,
              think_preopened: bool, out_file: Path | None = None) -> dict[str, float]:
-    """Greedy single-sample accuracy on held-out examples, overall and per bucket."""
+    """Single-sample accuracy on held-out examples, overall and per bucket (greedy unless
+    val_temperature > 0)."""
     if not examples:
         return {}
     prompts = [render_prompt(tokenizer, ex.prompt, think_preopened) for ex in examples]
-    params = SamplingParams(temperature=0.0, max_new_tokens=cfg.val_max_new_tokens or cfg.rollout.max_new_tokens,
+    params = SamplingParams(temperature=cfg.val_temperature, top_p=cfg.val_top_p,
+                            max_new_tokens=cfg.val_max_new_tokens or cfg.rollout.max_new_tokens,
                             n=1, stop=list(cfg.rollout.stop), seed=cfg.run.seed)
     model.eval()
     with torch.no_grad():
@@ -557,8 +590,8 @@ def validate(model: Any, tokenizer: Any, generator: Any, task: Any, examples: li
         buckets.setdefault(examples[c.prompt_index].bucket, []).append(v.correct)
     for name, values in sorted(buckets.items()):
         out[f"val/bucket/{name}"] = _mean(values)
-    if out_file is not None:
-        append_jsonl(out_file, [{"id": examples[c.prompt_index].id, "bucket": examples[c.prompt_index].bucket,
+    if out_file is not None:  # written whole: a resumed run that redoes this step replaces it
+        write_jsonl(out_file, [{"id": examples[c.prompt_index].id, "bucket": examples[c.prompt_index].bucket,
                                  "completion": c.text, "num_tokens": len(c.token_ids), **v.to_dict()}
                                 for c, v in zip(completions, verdicts)])
     return out
@@ -597,10 +630,8 @@ def _mean(values: Any) -> float:
 
 
 def _write_rollouts(path: Path, step: int, batch: StepBatch) -> None:
-    if path.exists():
-        path.unlink()  # a resumed run rewrites the steps after its checkpoint
     kept = {id(r) for r in batch.rollouts}
-    append_jsonl(path, [{
+    write_jsonl(path, [{  # whole: a resumed run that redoes this step replaces the file
         "step": step, "id": r.example.id, "bucket": r.example.bucket, "group": r.group, "kept": id(r) in kept,
         "sample": r.completion.sample_index, "completion": r.completion.text,
         "num_tokens": len(r.completion.token_ids), "finish_reason": r.completion.finish_reason,
@@ -616,48 +647,3 @@ def _summary(step: int, total: int, m: dict[str, Any]) -> str:
     if "val/accuracy" in m:
         parts.append(f"val_acc {m['val/accuracy']:.3f}")
     return "  ".join(parts)
-
-
-def _check_resume_config(cfg: TrainConfig, run_dir: Path) -> None:
-    saved_path = run_dir / "config.yaml"
-    if not saved_path.is_file():
-        raise AhaError(f"{run_dir} has no config.yaml: is it an aha train run directory?")
-    saved = yaml.safe_load(saved_path.read_text())
-    current = json.loads(json.dumps(to_dict(cfg)))
-    _fill_missing(saved, json.loads(json.dumps(to_dict(TrainConfig()))))  # keys added since the run began
-    for d in (saved, current):
-        for k in _RESUME_FREE_KEYS:
-            d.pop(k, None)
-        for k in _RESUME_FREE_RUN_KEYS:
-            d.get("run", {}).pop(k, None)
-    if saved != current and not cfg.allow_config_change:
-        diffs = sorted(_diff_keys(saved, current))
-        raise AhaError(f"the config differs from {saved_path} at {', '.join(diffs[:5])}; "
-                       "resume with the run's own recipe, or pass allow_config_change=true")
-
-
-def _fill_missing(saved: dict[str, Any], defaults: dict[str, Any]) -> None:
-    """Give `saved` the default of every key it lacks (a run written before the key existed ran
-    with what is now its default)."""
-    for k, v in defaults.items():
-        if k not in saved:
-            saved[k] = v
-        elif isinstance(v, dict) and isinstance(saved[k], dict):
-            _fill_missing(saved[k], v)
-
-
-def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in set(a) | set(b):
-            out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    return [] if a == b else [prefix.rstrip(".")]
-
-
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop metrics lines written after the checkpoint we resume from (those steps are redone)."""
-    if not path.is_file():
-        return
-    rows = [r for r in read_jsonl(path) if r.get("step", 0) <= last_step]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))

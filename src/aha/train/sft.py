@@ -19,6 +19,7 @@ RUN_DIR/model as a standalone Hugging Face folder (or a LoRA adapter folder).
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +33,16 @@ from aha.config import LoraConfig, ModelConfig, RunConfig, option, section
 from aha.errors import AhaError
 from aha.jsonl import iter_json_objects
 from aha.prompts import render_prompt
-from aha.runs import RunDir, progress
+from aha.runs import RunDir, progress, truncate_metrics
 from aha.tasks.base import preopens_think
-from aha.train.checkpoint import latest_checkpoint, load_training_state, load_weights, save_checkpoint
-from aha.train.common import load_policy, make_optimizer
+from aha.train.checkpoint import list_checkpoints, restore_latest, save_checkpoint
+from aha.train.common import check_resume_config, load_policy, make_optimizer
 from aha.train.config import OptimConfig
+from aha.train.stopping import GracefulStop
 
+# config keys that may differ between a run and its resumption
+_RESUME_FREE_KEYS = ("resume", "allow_config_change", "max_seconds")
+_RESUME_FREE_RUN_KEYS = ("out_dir", "progress")
 # the optimizer keys that moved into the `optim` section
 _OPTIM_KEYS = ("lr", "warmup_steps", "schedule", "min_lr_ratio", "weight_decay", "beta1", "beta2", "max_grad_norm")
 
@@ -73,12 +78,17 @@ class SftConfig:
     checkpoint_every: int = option(0, "resumable checkpoint every N steps (and at the end); 0 = end only", min=0)
     keep_checkpoints: int = option(2, "keep the newest N checkpoints", min=1)
     resume: str = option("", "run directory to continue from its newest checkpoint")
+    allow_config_change: bool = option(False, "resume even if the config differs from the run's config.yaml")
 
     RENAMED: ClassVar[dict[str, str]] = {key: f"optim.{key}" for key in _OPTIM_KEYS}
 
     def validate(self) -> None:
         if not self.data.files and not self.data.task:
             raise ValueError("no data: set data.files to JSONL files or data.task to a task with traces")
+        if self.data.task and not self.data.files:
+            from aha.train.config import check_task_options
+
+            check_task_options(self.data.task, self.data.task_options, "data.task_options")
 
 
 # ----------------------------------------------------------------------------- data
@@ -89,24 +99,60 @@ def read_pairs(path: str | Path) -> list[tuple[list[dict[str, str]], str]]:
     path = Path(path)
     if not path.is_file():
         raise AhaError(f"SFT data file {str(path)!r} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise AhaError(f"{path}, line {line}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
     pairs = []
-    for i, rec in iter_json_objects(path):
+    records = iter_json_objects(path, text)
+    i = 0
+    while True:
+        try:
+            i, rec = next(records)
+        except StopIteration:
+            break
+        except RecursionError:
+            raise AhaError(f"{path}, line {i + 1}: JSON nested too deeply to read; an SFT record is "
+                           "{messages: [...]} or {prompt, response}") from None
         if "messages" in rec:
             msgs = rec["messages"]
             if not isinstance(msgs, list) or not msgs or not isinstance(msgs[-1], dict) \
                     or msgs[-1].get("role") != "assistant":
                 raise AhaError(f"{path}, line {i}: field 'messages' must be a list ending with an assistant turn")
-            pairs.append((msgs[:-1], str(msgs[-1].get("content", ""))))
+            _check_messages(msgs, path, i, "messages")
+            pairs.append((msgs[:-1], msgs[-1]["content"]))
         elif "prompt" in rec and "response" in rec:
             prompt = rec["prompt"]
             if isinstance(prompt, str):
                 prompt = [{"role": "user", "content": prompt}]
-            if not isinstance(prompt, list):
-                raise AhaError(f"{path}, line {i}: field 'prompt' must be a string or a list of messages")
-            pairs.append((prompt, str(rec["response"])))
+            if not isinstance(prompt, list) or not prompt:
+                raise AhaError(f"{path}, line {i}: field 'prompt' must be a string or a non-empty list of messages")
+            _check_messages(prompt, path, i, "prompt")
+            if not isinstance(rec["response"], str):
+                raise AhaError(f"{path}, line {i}: field 'response' must be a string, got "
+                               f"{_json_type(rec['response'])}; drop the record or give the response text")
+            pairs.append((prompt, rec["response"]))
         else:
             raise AhaError(f"{path}, line {i}: needs field 'messages' or fields 'prompt' and 'response'")
     return pairs
+
+
+def _json_type(value: Any) -> str:
+    return {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "a string",
+            list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def _check_messages(msgs: list[Any], path: Path, line: int, field: str) -> None:
+    """Every message is {"role": str, "content": str}."""
+    for j, msg in enumerate(msgs):
+        if not isinstance(msg, dict):
+            raise AhaError(f"{path}, line {line}: {field}[{j}] must be an object with 'role' and 'content', "
+                           f"got {_json_type(msg)}")
+        for key in ("role", "content"):
+            if not isinstance(msg.get(key), str):
+                got = "nothing" if key not in msg else _json_type(msg[key])
+                raise AhaError(f"{path}, line {line}: {field}[{j}].{key} must be a string, got {got}")
 
 
 def encode_pair(tokenizer: Any, prompt: list[dict[str, str]], response: str, think_preopened: bool = False
@@ -171,8 +217,12 @@ def response_loss(model: Any, ids: torch.Tensor, attn: torch.Tensor, labels: tor
     return loss, n
 
 
-def load_sft_data(cfg: SftConfig, tokenizer: Any) -> tuple[list[tuple[list[int], int]], list[tuple[list[int], int]]]:
-    """Encoded (train, validation) examples."""
+PairSet = tuple[list[tuple[list[dict[str, str]], str]], list[tuple[list[dict[str, str]], str]], bool]
+
+
+def read_sft_pairs(cfg: SftConfig) -> PairSet:
+    """(train pairs, validation pairs from data.val_files, think_preopened): every data file read and
+    checked, before any model loads."""
     think_preopened = False
     if cfg.data.files:
         pairs = [p for f in cfg.data.files for p in read_pairs(f)]
@@ -189,11 +239,18 @@ def load_sft_data(cfg: SftConfig, tokenizer: Any) -> tuple[list[tuple[list[int],
             pairs.append((ex.prompt, str(trace)))
     if not pairs:
         raise AhaError("the SFT data is empty")
-    encoded = [encode_pair(tokenizer, p, r, think_preopened) for p, r in pairs]
+    val_pairs = [p for f in cfg.data.val_files for p in read_pairs(f)]
+    return pairs, val_pairs, think_preopened
+
+
+def load_sft_data(cfg: SftConfig, tokenizer: Any, pairs: PairSet | None = None
+                  ) -> tuple[list[tuple[list[int], int]], list[tuple[list[int], int]]]:
+    """Encoded (train, validation) examples (`pairs`: what `read_sft_pairs` returned, read now if None)."""
+    train_pairs, val_pairs, think_preopened = pairs if pairs is not None else read_sft_pairs(cfg)
+    encoded = [encode_pair(tokenizer, p, r, think_preopened) for p, r in train_pairs]
     encoded = [e for e in encoded if len(e[0]) <= cfg.data.max_length]
     if cfg.data.val_files:
-        val = [encode_pair(tokenizer, p, r, think_preopened) for f in cfg.data.val_files for p, r in read_pairs(f)]
-        return encoded, val
+        return encoded, [encode_pair(tokenizer, p, r, think_preopened) for p, r in val_pairs]
     rng = np.random.default_rng(cfg.run.seed)
     order = rng.permutation(len(encoded)).tolist()
     n_val = int(len(encoded) * cfg.data.val_fraction) if cfg.val_every else 0
@@ -208,8 +265,26 @@ def load_sft_data(cfg: SftConfig, tokenizer: Any) -> tuple[list[tuple[list[int],
 
 
 def sft(cfg: SftConfig) -> Path:
-    """Fine-tune as configured; returns the run directory (the model is in RUN_DIR/model)."""
+    """Fine-tune as configured; returns the run directory (the model is in RUN_DIR/model).
+
+    Resume (`resume=RUN_DIR`) is exact: N steps equal N/2, a kill (even kill -9) and a resume for the
+    rest, metrics included (lines of steps after the checkpoint are dropped and redone; `loss_ema`
+    and the data position come from the checkpoint). The first Ctrl-C or SIGTERM finishes the step in
+    progress, saves a checkpoint of it and stops; a second one stops at once."""
     resume_from = Path(cfg.resume) if cfg.resume else None
+    if resume_from is not None:
+        # everything that can refuse the folder, before anything is written into it
+        check_resume_config(cfg, resume_from, _RESUME_FREE_KEYS, _RESUME_FREE_RUN_KEYS, "sft",
+                            allow_change=cfg.allow_config_change)
+        for ckpt in list_checkpoints(resume_from):
+            try:
+                state = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue  # a damaged checkpoint: restore_latest reports it and falls back
+            if not isinstance(state, dict) or "batch_index" not in state:
+                raise AhaError(f"{ckpt} is not an SFT checkpoint (its state.json has no batch_index); pass the "
+                               "folder of an aha sft run")
+    pairs = read_sft_pairs(cfg)  # a bad data file fails before a run folder exists
     run = RunDir.create(resume_from or cfg.run.out_dir or None, "sft", resume=resume_from is not None,
                         tensorboard=cfg.run.tensorboard, wandb_project=cfg.run.wandb_project)
     if resume_from is None:
@@ -218,7 +293,7 @@ def sft(cfg: SftConfig) -> Path:
     torch.manual_seed(cfg.run.seed)
     model, tokenizer = load_policy(cfg.model, cfg.lora)
     device = next(model.parameters()).device
-    train_set, val_set = load_sft_data(cfg, tokenizer)
+    train_set, val_set = load_sft_data(cfg, tokenizer, pairs)
     lengths = [len(ids) for ids, _ in train_set]
     log.info(f"run directory: {run.path}")
     log.info(f"{len(train_set)} training examples ({sum(lengths)} tokens), {len(val_set)} validation examples")
@@ -226,14 +301,23 @@ def sft(cfg: SftConfig) -> Path:
     params = [p for p in model.parameters() if p.requires_grad]
     o = cfg.optim
     optimizer, scheduler = make_optimizer(model, o.lr, o.weight_decay, (o.beta1, o.beta2), o.schedule,
-                                          o.warmup_steps, cfg.steps, o.min_lr_ratio)
+                                          o.warmup_steps, cfg.steps, o.min_lr_ratio, o.master_weights)
     step, epoch, batch_index, elapsed_before = 0, 0, 0, 0.0
+    ema: float | None = None
+    restored = None
     if resume_from is not None:
-        ckpt = latest_checkpoint(resume_from)
-        load_weights(model, ckpt / "model")
-        state = load_training_state(ckpt, optimizer, scheduler)
+        restored = restore_latest(resume_from, model, optimizer, scheduler, warn=log.info)
+        if restored is None:
+            log.info(f"{resume_from} has no checkpoint yet: starting it again from step 0")
+            truncate_metrics(run.path / "metrics.jsonl", 0)
+    if restored is not None:
+        ckpt, state = restored
         step, epoch, batch_index = state["step"], state["epoch"], state["batch_index"]
         elapsed_before = state.get("elapsed", 0.0)
+        ema = state.get("loss_ema")
+        # the steps after the checkpoint are redone: drop their lines; the metrics clock goes on
+        last_time = truncate_metrics(run.path / "metrics.jsonl", step)
+        run.metrics.start = time.time() - max(last_time, elapsed_before)
         log.info(f"resumed from {ckpt} at step {step}")
 
     def validation_loss() -> float:
@@ -247,10 +331,16 @@ def sft(cfg: SftConfig) -> Path:
         model.train()
         return total / max(count, 1)
 
+    saved_at = step if restored is not None else -1
+
     def checkpoint() -> None:
+        nonlocal saved_at
+        if saved_at == step:
+            return
         save_checkpoint(run.path, step, model, tokenizer, optimizer, scheduler,
-                        {"epoch": epoch, "batch_index": batch_index, "elapsed": elapsed()},
+                        {"epoch": epoch, "batch_index": batch_index, "elapsed": elapsed(), "loss_ema": ema},
                         keep=cfg.keep_checkpoints)
+        saved_at = step
 
     start = time.time()
 
@@ -258,49 +348,51 @@ def sft(cfg: SftConfig) -> Path:
         return elapsed_before + time.time() - start
 
     batches = token_budget_batches(lengths, cfg.batch_tokens, cfg.run.seed, epoch)
-    ema = None
     window_tokens, window_start = 0, time.time()
     model.train()
-    try:
-        with progress(cfg.steps - step, "sft", cfg.run.progress) as bar:
-            while step < cfg.steps and not (cfg.max_seconds and elapsed() >= cfg.max_seconds):
-                if batch_index >= len(batches):
-                    epoch, batch_index = epoch + 1, 0
-                    batches = token_budget_batches(lengths, cfg.batch_tokens, cfg.run.seed, epoch)
-                ids, attn, labels = collate([train_set[i] for i in batches[batch_index]], tokenizer.pad_token_id,
-                                            device)
-                batch_index += 1
-                loss, n_tokens = response_loss(model, ids, attn, labels)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                norm = torch.nn.utils.clip_grad_norm_(params, o.max_grad_norm or float("inf"))
-                lr = optimizer.param_groups[0]["lr"]  # the rate this step used
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                loss_value = float(loss.detach())
-                ema = loss_value if ema is None else 0.95 * ema + 0.05 * loss_value
-                window_tokens += int(attn.sum())
-                metrics = {"train/loss": loss_value, "train/loss_ema": ema, "lr": lr,
-                           "grad_norm": float(norm), "epoch": epoch, "response_tokens": n_tokens}
-                last = step >= cfg.steps or (cfg.max_seconds and elapsed() >= cfg.max_seconds)
-                if cfg.val_every and val_set and (step % cfg.val_every == 0 or last):
-                    metrics["val/loss"] = validation_loss()
-                if step % cfg.run.log_every == 0 or last:
-                    now = time.time()
-                    metrics["tokens_per_s"] = window_tokens / max(now - window_start, 1e-9)
-                    window_tokens, window_start = 0, now
-                    run.metrics.write(step, metrics)
-                if "val/loss" in metrics:
-                    log.info(f"step {step}: train loss {ema:.4f}, val loss {metrics['val/loss']:.4f}")
-                bar.update(1, loss=ema)
-                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                    checkpoint()
-    except KeyboardInterrupt:
-        log.info(f"interrupted: saving a checkpoint at step {step}")
+    with GracefulStop(log.info) as stop, progress(cfg.steps - step, "sft", cfg.run.progress) as bar:
+        while step < cfg.steps and not (cfg.max_seconds and elapsed() >= cfg.max_seconds) and not stop.requested:
+            # one step; the data position, counters and ema change together at its end, so a
+            # checkpoint (periodic, or after a stop request) holds a state a step boundary really had
+            next_epoch, next_index = epoch, batch_index
+            if next_index >= len(batches):
+                next_epoch, next_index = epoch + 1, 0
+                batches = token_budget_batches(lengths, cfg.batch_tokens, cfg.run.seed, next_epoch)
+            ids, attn, labels = collate([train_set[i] for i in batches[next_index]], tokenizer.pad_token_id,
+                                        device)
+            loss, n_tokens = response_loss(model, ids, attn, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(params, o.max_grad_norm or float("inf"))
+            lr = optimizer.param_groups[0]["lr"]  # the rate this step used
+            optimizer.step()
+            scheduler.step()
+            loss_value = float(loss.detach())
+            step, epoch, batch_index = step + 1, next_epoch, next_index + 1
+            ema = loss_value if ema is None else 0.95 * ema + 0.05 * loss_value
+            window_tokens += int(attn.sum())
+            metrics = {"train/loss": loss_value, "train/loss_ema": ema, "lr": lr,
+                       "grad_norm": float(norm), "epoch": epoch, "response_tokens": n_tokens}
+            last = step >= cfg.steps or (cfg.max_seconds and elapsed() >= cfg.max_seconds)
+            if cfg.val_every and val_set and (step % cfg.val_every == 0 or last):
+                metrics["val/loss"] = validation_loss()
+            if step % cfg.run.log_every == 0 or last:
+                now = time.time()
+                metrics["tokens_per_s"] = window_tokens / max(now - window_start, 1e-9)
+                window_tokens, window_start = 0, now
+                run.metrics.write(step, metrics)
+            if "val/loss" in metrics:
+                log.info(f"step {step}: train loss {ema:.4f}, val loss {metrics['val/loss']:.4f}")
+            bar.update(1, loss=ema)
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                checkpoint()
         checkpoint()
-        raise
-    checkpoint()
+    if stop.requested:
+        log.info(f"{stop.requested}: stopped with a checkpoint at step {step}; continue with "
+                 f"`aha sft resume={run.path}`")
+        run.metrics.close()
+        raise KeyboardInterrupt
+    run.metrics.close()
     out = run.path / "model"
     model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))

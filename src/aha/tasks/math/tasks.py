@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
 from aha.errors import AhaError
 from aha.tasks.base import TASKS, Example, Task, Verdict
-from aha.tasks.math.equivalence import is_equivalent
+from aha.tasks.math.equivalence import Equivalence, is_equivalent
 from aha.tasks.math.extract import (
     CHOICE_EXTRACTORS,
     check_extractors,
@@ -32,6 +33,9 @@ from aha.tasks.math.extract import (
     last_boxed,
 )
 from aha.tasks.math.loaders import LETTERS, load_records
+
+# (gold, answer) verdicts a math task remembers (see MathTask.compare)
+VERDICT_CACHE_SIZE = 65536
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a careful problem solver. Work through the problem step by step, checking each step "
@@ -132,6 +136,7 @@ class MathTask(Task):
             raise AhaError("timeout must be > 0 seconds")
         self.timeout = float(timeout)
         self.symbolic = bool(symbolic)
+        self._verdicts: OrderedDict[tuple[str, str, str], Equivalence] = OrderedDict()
         self.bucket_dims = _bucket_dims(self.default_bucket if bucket_by == "default" else bucket_by)
         # the first dimension names `bucket` (what every table groups by); all of them are in meta["groups"]
         self.bucket_by = self.bucket_dims[0] if self.bucket_dims else None
@@ -214,6 +219,23 @@ class MathTask(Task):
         except Exception as exc:  # noqa: BLE001 - a verifier never raises on model output
             return Verdict(error=f"verifier error: {type(exc).__name__}: {str(exc)[:100]}")
 
+    def compare(self, gold: Any, pred: str) -> Equivalence:
+        """`is_equivalent` with this task's settings, remembered per (gold, answer) for the task's
+        lifetime (a training run): a group often repeats an answer, and a pathological one (a tower
+        of powers) costs the whole timeout each time it is checked, so a verdict (a timeout included)
+        is computed once. The memory holds the newest `VERDICT_CACHE_SIZE` pairs."""
+        key = (str(type(gold)), str(gold), pred)
+        cache = self._verdicts
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+        eq = is_equivalent(gold, pred, timeout=self.timeout, symbolic=self.symbolic,
+                           min_rounded_decimals=self.min_rounded_decimals)
+        cache[key] = eq
+        if len(cache) > VERDICT_CACHE_SIZE:
+            cache.popitem(last=False)
+        return eq
+
     def _verify(self, text: str, example: Example) -> Verdict:
         if not isinstance(text, str):
             return Verdict(error="completion is not text")
@@ -224,8 +246,7 @@ class MathTask(Task):
         error = None
         # some problems accept several answers (meta["accepted"]); any of them is right
         for gold in example.meta.get("accepted") or [example.answer]:
-            eq = is_equivalent(gold, pred, timeout=self.timeout, symbolic=self.symbolic,
-                               min_rounded_decimals=self.min_rounded_decimals)
+            eq = self.compare(gold, pred)
             if eq.equal:
                 return Verdict(parsed=pred, format_ok=True, correct=True, partial=1.0)
             error = error or eq.error

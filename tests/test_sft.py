@@ -141,3 +141,28 @@ def test_old_optimizer_keys_fail_with_their_new_names(tmp_path, capsys):
     cfg = load_config(SftConfig, None, ["data.task=knights-knaves", "optim.lr=3e-3"])
     assert (cfg.optim.lr, cfg.optim.warmup_steps, cfg.optim.schedule, cfg.optim.min_lr_ratio, cfg.optim.beta2) == \
         (3e-3, 50, "cosine", 0.1, 0.98)  # SFT's own defaults stay for the keys left out
+
+
+@pytest.mark.parametrize("kind", [
+    "csv",      # prompt/response columns, as a spreadsheet export has them
+    "parquet",  # the same table through the datasets library
+])
+def test_sft_data_reads_csv_and_parquet_like_jsonl(tmp_path, kind):
+    # SFT read JSONL only while every other reader took .csv/.parquet (issue 19, item 7)
+    import datasets
+
+    rows = {"prompt": ["2+2?", "3+3?"], "response": ["<answer>4</answer>", "<answer>6</answer>"]}
+    path = tmp_path / f"sft.{kind}"
+    if kind == "csv":
+        path.write_text("prompt,response\n" + "".join(f"{p},{r}\n" for p, r in zip(*rows.values())))
+    else:
+        datasets.Dataset.from_dict(rows).to_parquet(str(path))
+    assert read_pairs(path) == [([{"role": "user", "content": "2+2?"}], "<answer>4</answer>"),
+                                ([{"role": "user", "content": "3+3?"}], "<answer>6</answer>")]
+
+
+def test_sft_csv_without_the_columns_names_the_record(tmp_path):
+    path = tmp_path / "sft.csv"
+    path.write_text("question,answer\nq,a\n")
+    with pytest.raises(AhaError, match="sft.csv, row 1: needs field 'messages' or fields 'prompt' and 'response'"):
+        read_pairs(path)

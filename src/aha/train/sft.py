@@ -1,6 +1,6 @@
 """Supervised fine-tuning on (prompt messages, response) pairs, loss on the response tokens only.
 
-Data comes from JSONL files (`{"messages": [...]}` whose last turn is the assistant's, or
+Data comes from data files (JSONL, JSON, CSV, Parquet, Arrow; `{"messages": [...]}` whose last turn is the assistant's, or
 `{"prompt": [...messages] | str, "response": str}`) or from a task's teacher traces
 (`meta["trace"]`, e.g. the Knights-and-Knaves solver). Each example is rendered as the chat prompt
 (with the assistant turn opened) followed by the response and the end-of-turn token; the loss
@@ -31,10 +31,10 @@ import torch.nn.functional as F
 
 from aha.config import LoraConfig, ModelConfig, RunConfig, option, section
 from aha.errors import AhaError
-from aha.jsonl import iter_json_objects
 from aha.prompts import render_prompt
 from aha.runs import RunDir, progress, truncate_metrics
 from aha.tasks.base import preopens_think
+from aha.tasks.datafiles import read_rows
 from aha.train.checkpoint import list_checkpoints, restore_latest, save_checkpoint
 from aha.train.common import check_resume_config, load_policy, make_optimizer
 from aha.train.config import OptimConfig
@@ -51,10 +51,12 @@ _OPTIM_KEYS = ("lr", "warmup_steps", "schedule", "min_lr_ratio", "weight_decay",
 class SftDataConfig:
     """Where the training pairs come from."""
 
-    files: list[str] = option([], "JSONL files of {messages: [...]} or {prompt, response} records")
+    files: list[str] = option([], "data files of {messages: [...]} or {prompt, response} records: JSONL, "
+                              "JSON, CSV (prompt and response columns), Parquet, Arrow, or saved dataset folders")
     task: str = option("", "alternatively a task whose examples carry teacher traces in meta.trace")
     task_options: dict[str, Any] = option({}, "keyword options of that task (e.g. {people: '2-3', count: 20000})")
-    val_files: list[str] = option([], "held-out JSONL files for validation loss (default: a split of the data)")
+    val_files: list[str] = option([], "held-out data files (as data.files) for validation loss (default: a split "
+                                  "of the data)")
     val_fraction: float = option(0.02, "share of the data held out for validation when no val_files", min=0.0,
                                  max=0.5)
     max_length: int = option(2048, "drop examples longer than this many tokens", min=8)
@@ -84,7 +86,7 @@ class SftConfig:
 
     def validate(self) -> None:
         if not self.data.files and not self.data.task:
-            raise ValueError("no data: set data.files to JSONL files or data.task to a task with traces")
+            raise ValueError("no data: set data.files to data files or data.task to a task with traces")
         if self.data.task and not self.data.files:
             from aha.train.config import check_task_options
 
@@ -95,46 +97,36 @@ class SftConfig:
 
 
 def read_pairs(path: str | Path) -> list[tuple[list[dict[str, str]], str]]:
-    """(prompt messages, response) pairs from a JSONL file; bad records name file, line and field."""
+    """(prompt messages, response) pairs from a data file (JSONL, JSON, CSV, Parquet, Arrow or a saved
+    dataset folder; see `aha.tasks.datafiles.read_rows`). A record is `{messages: [..., assistant]}`
+    or `{prompt, response}` (a CSV has `prompt` and `response` columns); bad records name the file,
+    the line (or record) and the field."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise AhaError(f"SFT data file {str(path)!r} does not exist")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise AhaError(f"{path}, line {line}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
     pairs = []
-    records = iter_json_objects(path, text)
-    i = 0
-    while True:
-        try:
-            i, rec = next(records)
-        except StopIteration:
-            break
-        except RecursionError:
-            raise AhaError(f"{path}, line {i + 1}: JSON nested too deeply to read; an SFT record is "
-                           "{messages: [...]} or {prompt, response}") from None
+    for row in read_rows(path):
+        rec, where = row.data, row.where
         if "messages" in rec:
             msgs = rec["messages"]
             if not isinstance(msgs, list) or not msgs or not isinstance(msgs[-1], dict) \
                     or msgs[-1].get("role") != "assistant":
-                raise AhaError(f"{path}, line {i}: field 'messages' must be a list ending with an assistant turn")
-            _check_messages(msgs, path, i, "messages")
+                raise AhaError(f"{where}: field 'messages' must be a list ending with an assistant turn")
+            _check_messages(msgs, where, "messages")
             pairs.append((msgs[:-1], msgs[-1]["content"]))
         elif "prompt" in rec and "response" in rec:
             prompt = rec["prompt"]
             if isinstance(prompt, str):
                 prompt = [{"role": "user", "content": prompt}]
             if not isinstance(prompt, list) or not prompt:
-                raise AhaError(f"{path}, line {i}: field 'prompt' must be a string or a non-empty list of messages")
-            _check_messages(prompt, path, i, "prompt")
+                raise AhaError(f"{where}: field 'prompt' must be a string or a non-empty list of messages")
+            _check_messages(prompt, where, "prompt")
             if not isinstance(rec["response"], str):
-                raise AhaError(f"{path}, line {i}: field 'response' must be a string, got "
+                raise AhaError(f"{where}: field 'response' must be a string, got "
                                f"{_json_type(rec['response'])}; drop the record or give the response text")
             pairs.append((prompt, rec["response"]))
         else:
-            raise AhaError(f"{path}, line {i}: needs field 'messages' or fields 'prompt' and 'response'")
+            raise AhaError(f"{where}: needs field 'messages' or fields 'prompt' and 'response'")
     return pairs
 
 
@@ -143,16 +135,16 @@ def _json_type(value: Any) -> str:
             list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
 
 
-def _check_messages(msgs: list[Any], path: Path, line: int, field: str) -> None:
-    """Every message is {"role": str, "content": str}."""
+def _check_messages(msgs: list[Any], where: str, field: str) -> None:
+    """Every message is {"role": str, "content": str}; `where` is "FILE, line N" for the errors."""
     for j, msg in enumerate(msgs):
         if not isinstance(msg, dict):
-            raise AhaError(f"{path}, line {line}: {field}[{j}] must be an object with 'role' and 'content', "
+            raise AhaError(f"{where}: {field}[{j}] must be an object with 'role' and 'content', "
                            f"got {_json_type(msg)}")
         for key in ("role", "content"):
             if not isinstance(msg.get(key), str):
                 got = "nothing" if key not in msg else _json_type(msg[key])
-                raise AhaError(f"{path}, line {line}: {field}[{j}].{key} must be a string, got {got}")
+                raise AhaError(f"{where}: {field}[{j}].{key} must be a string, got {got}")
 
 
 def encode_pair(tokenizer: Any, prompt: list[dict[str, str]], response: str, think_preopened: bool = False

@@ -123,5 +123,9 @@ def test_eval_cli_on_a_tiny_model(tmp_path, tiny_model_dir, capsys):
                  "count=3", "--max-new-tokens", "6", "--n", "2", "--temperature", "1.0", "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["n_samples"] == 2 and results["overall"]["problems"] == 3
+    assert list(results["pass_at_k_curve"]) == ["1", "2"]
+    assert results["pass_at_k_curve"]["1"] == pytest.approx(results["accuracy"])
+    assert (out / "plots" / "pass_at_k_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "plots" / "pass1_histogram.png").is_file()
     assert main(["eval", "--model", str(tiny_model_dir), "--n", "2", "--out", str(out)]) == 2
     assert "greedy" in capsys.readouterr().err

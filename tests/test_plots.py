@@ -160,3 +160,82 @@ def test_plot_run_eval_only(tmp_path):
     written, summary = plot_run(tmp_path)
     assert {p.stem for p in written} == {"pass_at_k", "eval_buckets"}
     assert "| results " in summary.read_text(encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------- ProRL reset markers
+
+
+def reset_rows(steps: int = 30) -> list[dict]:
+    """rl_rows with the ProRL keys: resets after steps 9 (into phase 1) and 20 (phase 2), each logged
+    from the next step on; the resumed part repeats steps 19-21 (nothing may be marked twice)."""
+    rows = rl_rows(steps)
+    for r in rows:
+        s = r["step"]
+        count = 0 if s <= 9 else 1 if s <= 20 else 2
+        r.update({"reset/count": count, "reset/step": {0: 0, 1: 9, 2: 20}[count], "phase": count})
+    repeat = [dict(r) for r in rows if 19 <= r["step"] <= 21]
+    return rows + repeat
+
+
+def capture_figures(monkeypatch):
+    import aha.report.plots as plots
+
+    figures = {}
+    original = plots._save
+
+    def save(fig, path):
+        figures[path.stem] = fig
+        return original(fig, path)
+
+    monkeypatch.setattr(plots, "_save", save)
+    return figures
+
+
+def markers_of(fig):
+    ax = fig.axes[0]
+    lines = [line.get_xdata()[0] for line in ax.get_lines() if line.get_gid() == "reset"]
+    texts = [t.get_text().strip() for t in ax.texts if t.get_gid() == "reset"]
+    return lines, texts
+
+
+def test_reset_markers_in_every_figure(tmp_path, monkeypatch):
+    from aha.report.plots import Marker, reset_markers
+
+    rows = reset_rows()
+    assert reset_markers(rows) == [Marker(9.0, "reset 1, phase 1"), Marker(20.0, "reset 2, phase 2")]
+    run = tmp_path / "run"
+    run.mkdir()
+    write_jsonl(run / "metrics.jsonl", rows)
+    figures = capture_figures(monkeypatch)
+    assert main(["plot", str(run)]) == 0
+    assert set(figures) == EXPECTED_RL   # the ProRL keys add no figure of their own
+    for name, fig in figures.items():
+        assert markers_of(fig) == ([9.0, 20.0], ["reset 1, phase 1", "reset 2, phase 2"]), name
+        assert all(not t.get_text().startswith("reset") for t in fig.axes[0].get_legend().get_texts())
+    for p in (run / "plots").glob("*.png"):
+        assert_png(p)
+
+
+def test_reset_marker_labels_edge_cases():
+    from aha.report.plots import Marker, reset_markers
+
+    # no reset/step logged: the row's step; a reset that keeps the phase: no phase in the label;
+    # a phase change without a reset: its own "phase" marker
+    rows = [{"step": 1, "reset/count": 0, "phase": 0}, {"step": 2, "reset/count": 1, "phase": 0},
+            {"step": 3, "reset/count": 1, "phase": 1}, {"step": 4, "reset/count": 1, "phase": 1}]
+    assert reset_markers(rows) == [Marker(2.0, "reset 1"), Marker(3.0, "phase 1", "phase")]
+    assert reset_markers([{"step": 1, "reset/count": 0, "phase": 0}]) == []   # resets on, none yet
+    assert reset_markers(rl_rows()) == []
+
+
+def test_no_reset_markers_without_resets(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    write_jsonl(run / "metrics.jsonl", rl_rows())
+    figures = capture_figures(monkeypatch)
+    assert main(["plot", str(run)]) == 0
+    assert set(figures) == EXPECTED_RL
+    for fig in figures.values():
+        ax = fig.axes[0]
+        assert not [x for x in [*ax.get_lines(), *ax.texts] if x.get_gid() in ("reset", "phase")]
+        assert not [t for t in ax.texts if "reset" in t.get_text() or "phase" in t.get_text()]

@@ -130,6 +130,52 @@ def is_adapter_folder(path: str | Path) -> bool:
     return (Path(path) / "adapter_config.json").is_file()
 
 
+def adapter_base(folder: str | Path) -> str | None:
+    """The base model an adapter folder names (`base_model_name_or_path`), or None when it names none.
+
+    A local path is taken as given when it exists (relative to the working directory), else relative
+    to the adapter folder itself, so an adapter whose base was stored as a relative path loads from
+    any working directory. Anything else (a hub name, a missing folder) is returned as written."""
+    folder = Path(folder)
+    try:
+        base = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not base:
+        return None
+    base = str(base)
+    given = Path(base).expanduser()
+    if given.exists():
+        return str(given)
+    if not given.is_absolute() and (folder / given).exists():
+        return str(folder / given)
+    return base
+
+
+def adapter_chain(path: str | Path) -> tuple[str, list[Path]]:
+    """(the full base model, the adapter folders from the one on that base up to `path`) for an
+    adapter folder whose base may itself be an adapter folder (a run started from another run's
+    adapter). Raises AhaError for an adapter that names no base or a chain that loops."""
+    chain: list[Path] = []
+    current: str | Path = path
+    seen: set[Path] = set()
+    while looks_local(current) and is_adapter_folder(current):
+        folder = Path(current)
+        key = folder.resolve()
+        if key in seen:
+            names = " -> ".join(str(f) for f in [*reversed(chain), folder])
+            raise AhaError(f"the adapter folders {names} name each other as base models in a loop; point "
+                           "base_model_name_or_path in adapter_config.json at a full model folder")
+        seen.add(key)
+        chain.append(folder)
+        base = adapter_base(folder)
+        if not base:
+            raise AhaError(f"{folder}/adapter_config.json does not name its base model "
+                           "(base_model_name_or_path)")
+        current = base
+    return str(current), list(reversed(chain))
+
+
 def quiet_transformers() -> None:
     """Turn off transformers' per-file progress bars (aha shows its own progress)."""
     from transformers.utils import logging as hf_logging
@@ -147,7 +193,7 @@ def load_tokenizer(path: str | Path) -> Any:
         tok = AutoTokenizer.from_pretrained(str(folder))
     except Exception as exc:  # transformers raises many types for a broken folder
         if is_adapter_folder(folder):
-            base = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
+            base = adapter_base(folder)
             if base:
                 return load_tokenizer(base)
         raise AhaError(f"cannot load a tokenizer from {str(folder)!r}: {exc}") from exc
@@ -169,8 +215,11 @@ def require_chat_template(tokenizer: Any, path: str | Path) -> None:
 def load_model(path: str | Path, device: str = "auto", dtype: str = "auto", trainable: bool = False) -> Any:
     """Load a causal LM (or a base + LoRA adapter) from a local folder onto a device.
 
-    A folder with adapter_config.json is loaded as its base model (from `base_model_name_or_path`)
-    with the adapter on top (a peft PeftModel). Hub names work where a network exists.
+    A folder with adapter_config.json is loaded as its base model (from `base_model_name_or_path`,
+    see `adapter_base`) with the adapter on top (a peft PeftModel). When that base is itself an
+    adapter folder (`adapter_chain`), the full model at the root of the chain is loaded and every
+    earlier adapter merged into it in order, in fp32, before the last one is put on top. Hub names
+    work where a network exists.
     """
     from transformers import AutoModelForCausalLM
 
@@ -184,10 +233,17 @@ def load_model(path: str | Path, device: str = "auto", dtype: str = "auto", trai
         if local and is_adapter_folder(path):
             from peft import PeftModel
 
-            base_path = json.loads((Path(path) / "adapter_config.json").read_text()).get("base_model_name_or_path")
-            if not base_path:
-                raise AhaError(f"{path}/adapter_config.json does not name its base model")
-            base = load_model(base_path, device=str(dev), dtype=dtype)
+            base_path, adapters = adapter_chain(path)
+            if len(adapters) == 1:
+                base = load_model(base_path, device=str(dev), dtype=dtype)
+            else:
+                # an adapter trained on top of other adapters: the base, then every earlier adapter
+                # merged in order, in fp32 (exact), cast once to the asked dtype
+                base = load_model(base_path, device=str(dev), dtype="float32")
+                for folder in adapters[:-1]:
+                    base = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
+                base.to(torch_dtype)
+                base.name_or_path = str(adapters[-2].resolve())
             model = PeftModel.from_pretrained(base, str(path), is_trainable=trainable)
         else:
             model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype)

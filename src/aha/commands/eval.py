@@ -17,6 +17,13 @@ examples:
   aha eval --model models/m --task knights-knaves --task-option people=2-3 --task-option count=300
 
 Writes --out DIR (default runs/eval-<date>-<time>): samples.jsonl, results.json and results.md.
+results.json holds pass@k at k = 1, 2, 4, ..., n with bootstrap intervals and the full curve
+pass_at_k_curve {k: value} for every k = 1 .. n (overall, per bucket, per bucket_by field: only n
+is sampled, every smaller k is the unbiased estimate), the per-problem pass@1 histogram, and with
+bucket_by=level,subject a combined level x subject table ("cross") and seed 003's regression of
+per-problem pass@1 on the level number and one coefficient per subject ("regression"; both also
+in results.md). Figures go to DIR/plots:
+pass_at_k_curve.png, pass_at_k_buckets.png, pass_at_k_<field>.png, pass1_histogram.png.
 Interrupted? Run the same command again: problems already sampled are kept."""
 
 
@@ -41,6 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
     p.add_argument("--out", default=None, help="output folder")
     p.add_argument("--label", default="", help="name of this model in tables (default: the model folder)")
+    p.add_argument("--no-plots", action="store_true",
+                   help="skip the PNG figures in DIR/plots (pass@k curves overall and per bucket, "
+                        "per-problem pass@1 histogram)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,6 +107,11 @@ def run(args: argparse.Namespace) -> int:
     results = evaluate(model, tokenizer, task, examples, params, out, batch_prompts=args.batch_prompts,
                        backend=args.backend, label=args.label or Path(args.model).name)
     print((out / "results.md").read_text())
+    if not args.no_plots:
+        from aha.report.eval_plots import plot_eval
+
+        for path in plot_eval(results, out / "plots"):
+            print(path)
     print(f"wrote {out}")
     del results
     return 0

@@ -25,7 +25,9 @@ Math tasks (gsm8k, math, aime, amc, multiple-choice) take, among others:
                                multiple-choice: boxed, answer_tag, phrase, last_letter (default the
                                first three)
   bucket_by=level,subject      report fields (level, subject, year, contest); several give one
-                               table per field in the same report; null gives one bucket
+                               table per field in the same report, and with --report a combined
+                               table of the first two (level x subject) and a regression of
+                               per-problem accuracy on them; null gives one bucket
 
 example:  aha score --task knights-knaves --data kk_test.jsonl --completions outputs.jsonl --out scores.json
           aha score --task knights-knaves --data test.parquet --completions out.jsonl \\
@@ -42,7 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="write {summary, samples} as JSON (per-sample verdicts included)")
     p.add_argument("--report", default=None, metavar="DIR",
                    help="also write results.json and results.md (pass@k, per-bucket table, reflection "
-                        "statistics) into DIR, as `aha eval` does")
+                        "statistics) into DIR, as `aha eval` does, and its figures into DIR/plots (pass@k "
+                        "curves, per-problem pass@1 histogram)")
     p.add_argument("--split", default="test",
                    help="split of the task to read the examples from; also the split read from a data "
                         "folder with several (default test)")
@@ -117,7 +120,10 @@ def run(args: argparse.Namespace) -> int:
             rec["reflections"] = count_report_reflections(text)
         report_dir = Path(args.report)
         report_dir.mkdir(parents=True, exist_ok=True)
-        write_results(build_results(records, {"source": str(args.completions), "task": args.task}, label=args.task),
-                      report_dir)
+        results = build_results(records, {"source": str(args.completions), "task": args.task}, label=args.task)
+        write_results(results, report_dir)
+        from aha.report.eval_plots import plot_eval
+
+        plot_eval(results, report_dir / "plots")
         print(f"wrote {report_dir / 'results.md'}")
     return 0

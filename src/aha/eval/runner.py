@@ -3,7 +3,11 @@
 `evaluate(...)` writes into an output folder:
     samples.jsonl   every completion with its verdict, length, finish reason and reflection count
     results.json    accuracy (pass@1 averaged over n), pass_at_k {k: ...} with bootstrap intervals,
-                    buckets {name: ...}, n_samples, sampling, format rate, lengths, reflection stats
+                    buckets {name: ...}, n_samples, sampling, format rate, lengths, reflection stats,
+                    pass_at_k_curve {k: ...} for every k = 1 .. n (overall and in every bucket),
+                    pass1_histogram (per-problem pass@1), and with bucket_by=level,subject: by
+                    {field: buckets}, cross (level x subject table) and regression (seed 003's OLS
+                    of per-problem accuracy on level and subject)
     results.md      the same as tables (per-bucket table with an unweighted Avg column)
 
 It is resumable: samples are appended a chunk of problems at a time, and a re-run with the same
@@ -14,6 +18,7 @@ turn any list of scored records into the report, so `aha score` shares them.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +26,15 @@ from typing import Any
 import numpy as np
 
 from aha.errors import AhaError
-from aha.eval.stats import count_correct, default_ks, pass_at_k_intervals, wilson_interval
+from aha.eval.stats import (
+    count_correct,
+    default_ks,
+    ols,
+    pass1_histogram,
+    pass_at_k_full_curve,
+    pass_at_k_intervals,
+    wilson_interval,
+)
 from aha.eval.tables import accuracy_table, markdown_table, natural_key, response_stats
 from aha.rewards.reflection import count_report_reflections
 from aha.rollout.base import SamplingParams
@@ -141,6 +154,8 @@ def build_results(records: list[dict[str, Any]], sampling: dict[str, Any], label
             "problems": int(len(n)), "samples": int(n.sum()),
             "pass_at_k": {str(k): iv.estimate for k, iv in intervals.items()},
             "pass_at_k_ci": {str(k): [iv.low, iv.high] for k, iv in intervals.items()},
+            "pass_at_k_curve": {str(k): v for k, v in pass_at_k_full_curve(n, c).items()},
+            "pass1_histogram": pass1_histogram(c / n),
             **{k: v for k, v in stats.items() if k not in ("samples", "problems", "accuracy")},
         }
 
@@ -160,6 +175,8 @@ def build_results(records: list[dict[str, Any]], sampling: dict[str, Any], label
     # several bucket fields (bucket_by=level,subject): one grouping per field
     dims = list(dict.fromkeys(d for r in records if isinstance(r.get("groups"), dict) for d in r["groups"]))
     by = {d: grouped(lambda r, d=d: (r.get("groups") or {}).get(d, "all")) for d in dims} if len(dims) > 1 else None
+    cross = cross_table(records, dims[0], dims[1]) if len(dims) > 1 else None
+    regression = level_regression(records, dims[0], dims[1]) if len(dims) > 1 else None
     return {
         "label": label,
         "accuracy": overall["accuracy"],
@@ -174,8 +191,88 @@ def build_results(records: list[dict[str, Any]], sampling: dict[str, Any], label
         "overall": overall,
         "buckets": buckets,
         **({"by": by} if by else {}),
+        **({"cross": cross} if cross else {}),
+        **({"regression": regression} if regression else {}),
+        "pass_at_k_curve": overall["pass_at_k_curve"],
+        "pass1_histogram": overall["pass1_histogram"],
         "ks": default_ks(n_min),
     }
+
+
+def cross_table(records: list[dict[str, Any]], row_dim: str, col_dim: str) -> dict[str, Any]:
+    """Accuracy per (row_dim, col_dim) cell, e.g. level x subject, from records with "groups".
+
+    Returns {"rows": row_dim, "cols": col_dim, "row_values": [...], "col_values": [...],
+    "cells": {row: {col: {"accuracy", "problems", "samples"}}}} (cells without problems left out);
+    accuracy is per-problem pass@1 averaged over the cell's problems, as everywhere else.
+    """
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in records:
+        g = r.get("groups") or {}
+        groups.setdefault((str(g.get(row_dim, "all")), str(g.get(col_dim, "all"))), []).append(r)
+    row_values = sorted({k[0] for k in groups}, key=natural_key)
+    col_values = sorted({k[1] for k in groups}, key=natural_key)
+    cells: dict[str, dict[str, Any]] = {}
+    for (rv, cv), rs in groups.items():
+        _, n, c = count_correct(rs)
+        cells.setdefault(rv, {})[cv] = {"accuracy": float(np.mean(c / n)), "problems": int(len(n)),
+                                        "samples": int(n.sum())}
+    cells = {rv: {cv: cells[rv][cv] for cv in col_values if cv in cells[rv]} for rv in row_values}
+    return {"rows": row_dim, "cols": col_dim, "row_values": row_values, "col_values": col_values, "cells": cells}
+
+
+def level_regression(records: list[dict[str, Any]], level_dim: str, category_dim: str) -> dict[str, Any] | None:
+    """Seed 003's regression of per-problem accuracy on level and subject:
+
+        accuracy_i = b_level * level_i + sum_s b_s * [subject_i = s]   (no intercept, one dummy per subject)
+
+    accuracy_i is the problem's pass@1 (c / n); level_i is the number in its level value ("level 3"
+    -> 3). Returns {"response", "level", "category", "problems", "coefficients": [`ols` rows, level
+    first]}, or None when a level has no number or there are too few problems to fit.
+    """
+    per: dict[str, list[Any]] = {}
+    for r in records:
+        g = r.get("groups") or {}
+        e = per.setdefault(str(r["id"]), [g.get(level_dim), g.get(category_dim), 0, 0])
+        e[2] += 1
+        e[3] += int(bool(r.get("correct")))
+    levels = []
+    for lv, *_ in per.values():
+        found = re.search(r"-?\d+(?:\.\d+)?", str(lv))
+        if not found:
+            return None
+        levels.append(float(found.group()))
+    cats = sorted({str(e[1]) for e in per.values()}, key=natural_key)
+    if len(per) <= len(cats) + 1:
+        return None
+    x = np.zeros((len(per), 1 + len(cats)))  # (M, 1 + S)
+    x[:, 0] = levels
+    for i, e in enumerate(per.values()):
+        x[i, 1 + cats.index(str(e[1]))] = 1.0
+    y = np.array([e[3] / e[2] for e in per.values()])  # (M,)
+    return {"response": "per-problem pass@1", "level": level_dim, "category": category_dim, "problems": len(per),
+            "coefficients": ols(x, y, [level_dim, *cats])}
+
+
+def regression_markdown(reg: dict[str, Any]) -> str:
+    """The regression as a table: variable, coef, std err, t, p (normal approximation)."""
+    return markdown_table(["variable", "coef", "std err", "t", "p"],
+                          [[c["variable"], _f(c["coef"], 4), _f(c["std_err"], 4), _f(c["t"], 3), _f(c["p_value"])]
+                           for c in reg["coefficients"]])
+
+
+def cross_markdown(cross: dict[str, Any]) -> str:
+    """The level x subject table: one row per row value, one column per column value, cells
+    "accuracy (problems)", with an unweighted Avg column (mean of the row's cells)."""
+    header = [f"{cross['rows']} \\ {cross['cols']}", "Avg", *cross["col_values"]]
+    rows = []
+    for rv in cross["row_values"]:
+        cells = cross["cells"].get(rv, {})
+        accs = [cells[cv]["accuracy"] for cv in cross["col_values"] if cv in cells]
+        rows.append([rv, _f(float(np.mean(accs)) if accs else None),
+                     *(f"{cells[cv]['accuracy']:.3f} ({cells[cv]['problems']})" if cv in cells else "–"
+                       for cv in cross["col_values"])])
+    return markdown_table(header, rows)
 
 
 def results_markdown(results: dict[str, Any]) -> str:
@@ -196,6 +293,17 @@ def results_markdown(results: dict[str, Any]) -> str:
                   markdown_table([dim, "problems", "accuracy", "95% CI"],
                                  [[b, str(v["problems"]), f"{v['accuracy']:.3f}",
                                    f"[{v['ci_low']:.3f}, {v['ci_high']:.3f}]"] for b, v in groups.items()]), ""]
+    if results.get("cross"):
+        cr = results["cross"]
+        lines += [f"## Accuracy per {cr['rows']} x {cr['cols']}", "",
+                  "Cells: accuracy (problems); Avg is the unweighted mean of the row's cells.", "",
+                  cross_markdown(cr), ""]
+    if results.get("regression"):
+        reg = results["regression"]
+        lines += [f"## Regression of per-problem accuracy on {reg['level']} and {reg['category']}", "",
+                  f"OLS over {reg['problems']} problems: pass@1 = b * {reg['level']} number + one coefficient per "
+                  f"{reg['category']} (no intercept); p from the normal approximation.", "",
+                  regression_markdown(reg), ""]
     rows = []
     for b, v in list(results["buckets"].items()) + [("all", results["overall"])]:
         rows.append([b, str(v["problems"]), f"{v['accuracy']:.3f}", f"[{v['ci_low']:.3f}, {v['ci_high']:.3f}]",
@@ -209,6 +317,15 @@ def results_markdown(results: dict[str, Any]) -> str:
             ["k", "pass@k", "95% CI"],
             [[k, f"{results['pass_at_k'][k]:.3f}", f"[{results['pass_at_k_ci'][k][0]:.3f}, "
               f"{results['pass_at_k_ci'][k][1]:.3f}]"] for k in ks]), ""]
+    hist = results.get("pass1_histogram")
+    if hist:
+        edges = hist["edges"]
+        lines += ["## Per-problem pass@1", "",
+                  f"Never solved (0 of n): {hist['never_solved']} problems; always solved (n of n): "
+                  f"{hist['always_solved']}.", "",
+                  markdown_table(["pass@1", "problems"],
+                                 [[f"[{edges[i]:.1f}, {edges[i + 1]:.1f}{']' if i == len(hist['counts']) - 1 else ')'}",
+                                   str(v)] for i, v in enumerate(hist["counts"])]), ""]
     o = results["overall"]
     lines += ["## Reflection", "", markdown_table(
         ["responses with reflection phrases", "phrases per response", "accuracy with", "accuracy without"],

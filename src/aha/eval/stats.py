@@ -126,6 +126,46 @@ def pass_at_k_curve(n: ArrayLike | int, c: ArrayLike, ks: Iterable[int] | None =
     return {k: mean_pass_at_k(n, c, k) for k in ks}
 
 
+def pass_at_k_all(n: ArrayLike | int, c: ArrayLike, k_max: int | None = None) -> np.ndarray:
+    """Unbiased pass@k of every problem for every k = 1 .. k_max at once (the full curve).
+
+    Uses C(n - c, k) / C(n, k) = prod_{j=0}^{k-1} (n - c - j) / (n - j), a running product over k,
+    so pass@k = 1 - cumprod(...)[k - 1]; a factor is 0 once n - c - j <= 0 (then pass@k = 1). Equals
+    `pass_at_k(n_i, c_i, k)` for each problem and k (the same estimator as Chen et al. 2021).
+
+    Args:
+        n: (M,) samples per problem, or one int. c: (M,) correct samples per problem.
+        k_max: the largest k, 1 <= k_max <= min(n); default min(n).
+
+    Returns:
+        (M, k_max) float64 array; column k - 1 holds pass@k.
+    """
+    c_arr = np.asarray(c, dtype=np.int64)  # (M,)
+    n_arr = np.broadcast_to(np.asarray(n, dtype=np.int64), c_arr.shape)  # (M,)
+    if c_arr.ndim != 1 or c_arr.size == 0:
+        raise ValueError(f"pass_at_k_all needs a non-empty 1-D array of counts, got shape {c_arr.shape}")
+    n_min = int(n_arr.min())
+    k_max = n_min if k_max is None else int(k_max)
+    if (n_arr < 1).any() or (c_arr < 0).any() or (c_arr > n_arr).any():
+        raise ValueError("pass@k needs n >= 1 and 0 <= c <= n for every problem")
+    if not 1 <= k_max <= n_min:
+        raise ValueError(f"pass_at_k_all needs 1 <= k_max <= min(n) = {n_min}, got {k_max}")
+    j = np.arange(k_max, dtype=np.float64)[None, :]  # (1, K)
+    fails = (n_arr - c_arr).astype(np.float64)[:, None]  # (M, 1)
+    factors = np.clip((fails - j) / (n_arr.astype(np.float64)[:, None] - j), 0.0, 1.0)  # (M, K)
+    return 1.0 - np.cumprod(factors, axis=1)
+
+
+def pass_at_k_full_curve(n: ArrayLike | int, c: ArrayLike, k_max: int | None = None) -> dict[int, float]:
+    """Mean pass@k over problems for every k = 1 .. k_max (default min(n)): {k: value}.
+
+    Only the largest k is ever sampled; every smaller k is read off the same samples with the
+    unbiased estimator (`pass_at_k_all`), as ProRL and seed 003 draw their pass@k curves.
+    """
+    values = pass_at_k_all(n, c, k_max).mean(axis=0)  # (K,)
+    return {k + 1: float(v) for k, v in enumerate(values.tolist())}
+
+
 def pass_at_k_intervals(n: ArrayLike | int, c: ArrayLike, ks: Iterable[int] | None = None,
                         n_boot: int = 2000, confidence: float = 0.95, seed: int = 0) -> dict[int, Interval]:
     """Mean pass@k for each k with a bootstrap interval over problems (see `bootstrap_ci`).
@@ -137,6 +177,19 @@ def pass_at_k_intervals(n: ArrayLike | int, c: ArrayLike, ks: Iterable[int] | No
     ks = default_ks(n_min) if ks is None else sorted(set(int(k) for k in ks))
     return {k: bootstrap_ci(pass_at_k_array(n, c, k), n_boot=n_boot, confidence=confidence, seed=seed)
             for k in ks}
+
+
+HISTOGRAM_BINS = 10
+
+
+def pass1_histogram(accuracies: Any, bins: int = HISTOGRAM_BINS) -> dict[str, Any]:
+    """Histogram of per-problem pass@1 (c / n per problem): `bins` equal bins over [0, 1] (the last
+    one closed, so 1.0 falls in it), plus how many problems are never (0 of n) and always (n of n)
+    solved. {"edges": [bins + 1 floats], "counts": [bins ints], "never_solved": int, "always_solved": int}."""
+    x = np.asarray(accuracies, dtype=np.float64)
+    counts, edges = np.histogram(x, bins=bins, range=(0.0, 1.0))
+    return {"edges": [round(float(e), 10) for e in edges], "counts": [int(v) for v in counts],
+            "never_solved": int((x == 0).sum()), "always_solved": int((x == 1).sum())}
 
 
 def _check_nck(n: int, c: int, k: int) -> None:
@@ -315,3 +368,42 @@ def align_by_id(a: Mapping[str, float], b: Mapping[str, float]) -> tuple[list[st
     if not ids:
         raise ValueError("the two evaluations share no problem ids")
     return ids, np.array([a[i] for i in ids], dtype=np.float64), np.array([b[i] for i in ids], dtype=np.float64)
+
+
+# ----------------------------------------------------------------------------- regression
+
+
+def ols(x: ArrayLike, y: ArrayLike, names: Sequence[str]) -> list[dict[str, float | str]]:
+    """Ordinary least squares y = X b, with classical standard errors.
+
+    b = argmin |y - X b|^2 (numpy lstsq); s^2 = RSS / (m - p); se = sqrt(diag(s^2 (X'X)^-1));
+    t = b / se; two-sided p from the normal distribution (no scipy; with hundreds of problems the
+    t distribution is indistinguishable). A column that the others determine exactly gets NaN
+    standard errors.
+
+    Args:
+        x: (m, p) design matrix. y: (m,) responses. names: p column names.
+
+    Returns:
+        one {"variable", "coef", "std_err", "t", "p_value"} per column, in column order.
+    """
+    xm = np.asarray(x, dtype=np.float64)  # (m, p)
+    yv = np.asarray(y, dtype=np.float64)  # (m,)
+    m, p = xm.shape
+    if len(names) != p or yv.shape != (m,):
+        raise ValueError(f"ols needs X (m, p), y (m,) and p names; got {xm.shape}, {yv.shape}, {len(names)}")
+    beta, _, rank, _ = np.linalg.lstsq(xm, yv, rcond=None)  # (p,)
+    dof = m - p
+    nan = float("nan")
+    if rank < p or dof <= 0:
+        se = np.full(p, nan)
+    else:
+        resid = yv - xm @ beta
+        s2 = float(resid @ resid) / dof
+        se = np.sqrt(np.clip(np.diag(s2 * np.linalg.inv(xm.T @ xm)), 0.0, None))
+    rows: list[dict[str, float | str]] = []
+    for name, b, e in zip(names, beta.tolist(), se.tolist()):
+        t = b / e if e and math.isfinite(e) else nan
+        pv = 2.0 * (1.0 - NormalDist().cdf(abs(t))) if math.isfinite(t) else nan
+        rows.append({"variable": str(name), "coef": float(b), "std_err": float(e), "t": float(t), "p_value": pv})
+    return rows

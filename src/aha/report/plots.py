@@ -6,7 +6,9 @@ pyplot, so plotting never opens a window, needs no display and keeps no global f
 Training curves: each figure groups related keys (reward and its components, accuracy, response
 length, KL, entropy, clip fraction, SFT loss, ...). Only keys present in the log are drawn, and a
 figure without any of its keys is skipped. Noisy per-step curves are drawn faintly with an EMA
-on top (`smoothing`); sparse curves (validation every N steps) are drawn with markers.
+on top (`smoothing`); sparse curves (validation every N steps) are drawn with markers. In a run
+with ProRL hard resets (`reset/count` in the log) every figure has a dashed vertical line at each
+reset, labelled "reset N" and the new phase when it changes (`reset_markers`).
 
 Evaluation: a pass@k curve and a per-bucket accuracy bar chart from results.json objects of the
 form `{"accuracy": 0.61, "pass_at_k": {"1": 0.61, "8": 0.83}, "buckets": {"3ppl": {"accuracy":
@@ -171,14 +173,63 @@ def _label(key: str) -> str:
     return key.removesuffix("/mean") if key.count("/") >= 2 else key
 
 
-def plot_keys(rows: Rows, keys: Sequence[str], path: str | Path, title: str, ylabel: str,
-              smoothing: float = 0.8, ylim01: bool = False) -> Path | None:
-    """Draw the given metric keys against step into one PNG. Returns the path, or None if no key
-    has data.
+@dataclass(frozen=True)
+class Marker:
+    """A vertical line in every training figure: a hard reset (`kind` "reset") or a phase change
+    without one ("phase"), at `step`, with its `label`."""
 
-    A curve with at least 10 points is drawn faintly (raw) with its EMA (`ema`, weight
-    `smoothing`) in full colour; a shorter one is drawn raw, with markers.
+    step: float
+    label: str
+    kind: str = "reset"
+
+
+def reset_markers(rows: Rows) -> list[Marker]:
+    """The resets and phase changes of a run with ProRL resets (one whose log has `reset/count`);
+    nothing for any other run.
+
+    A reset is where `reset/count` rises above every earlier value (a resumed run's repeated rows
+    mark nothing twice). It happens after its step's record, so it is drawn at `reset/step` (the
+    step it followed) when the row has one, else at the row's step. The label is "reset N", plus
+    "phase P" when `phase` changes there; a phase change with no reset is a "phase P" marker.
     """
+    if not any(_is_number(r.get("reset/count")) for r in rows):
+        return []
+    out: list[Marker] = []
+    top: float = 0.0
+    phase: float | None = None
+    seen: set[tuple[float, float | None]] = set()  # (reset count, phase) pairs already drawn or passed
+    for i, r in enumerate(rows):
+        step = r.get("step", i + 1)
+        x = float(step) if _is_number(step) else float(i + 1)
+        count = float(r["reset/count"]) if _is_number(r.get("reset/count")) else top
+        new_phase = float(r["phase"]) if _is_number(r.get("phase")) else phase
+        fresh = (count, new_phase) not in seen and count >= top
+        phase_changed = fresh and phase is not None and new_phase != phase
+        phase_text = f"phase {new_phase:g}" if new_phase is not None else ""
+        if count > top:
+            at = r.get("reset/step")
+            label = f"reset {count:g}" + (f", {phase_text}" if phase_changed else "")
+            out.append(Marker(float(at) if _is_number(at) and at > 0 else x, label, "reset"))
+            top = count
+        elif phase_changed:
+            out.append(Marker(x, phase_text, "phase"))
+        seen.add((count, new_phase))
+        phase = new_phase
+    return out
+
+
+def _draw_markers(ax: Any, markers: Sequence[Marker]) -> None:
+    """Dashed vertical lines (gid "reset" or "phase") with their labels along the top."""
+    for m in markers:
+        ax.axvline(m.step, color="0.3", linestyle="--" if m.kind == "reset" else ":", linewidth=1.0, alpha=0.7,
+                   gid=m.kind)
+        ax.text(m.step, 0.98, f" {m.label}", transform=ax.get_xaxis_transform(), rotation=90, ha="right",
+                va="top", fontsize=7, color="0.25", gid=m.kind)
+
+
+def figure_keys(rows: Rows, keys: Sequence[str], title: str, ylabel: str, smoothing: float = 0.8,
+                ylim01: bool = False, markers: Sequence[Marker] = ()) -> Figure | None:
+    """The figure `plot_keys` saves (None if no key has data)."""
     drawn = 0
     fig, ax = _new_figure()
     for i, key in enumerate(keys):
@@ -199,24 +250,40 @@ def plot_keys(rows: Rows, keys: Sequence[str], path: str | Path, title: str, yla
     ax.set_ylabel(ylabel)
     if ylim01:
         ax.set_ylim(-0.02, 1.02)
+    _draw_markers(ax, markers)
     ax.legend(fontsize=8, loc="best")
     if smoothing > 0:
         ax.text(0.99, 0.01, f"EMA {smoothing:g} (raw faint)", transform=ax.transAxes, ha="right", va="bottom",
                 fontsize=7, alpha=0.6)
-    return _save(fig, Path(path))
+    return fig
+
+
+def plot_keys(rows: Rows, keys: Sequence[str], path: str | Path, title: str, ylabel: str,
+              smoothing: float = 0.8, ylim01: bool = False, markers: Sequence[Marker] = ()) -> Path | None:
+    """Draw the given metric keys against step into one PNG. Returns the path, or None if no key
+    has data.
+
+    A curve with at least 10 points is drawn faintly (raw) with its EMA (`ema`, weight
+    `smoothing`) in full colour; a shorter one is drawn raw, with markers. `markers` (see
+    `reset_markers`) are drawn as labelled vertical lines.
+    """
+    fig = figure_keys(rows, keys, title, ylabel, smoothing=smoothing, ylim01=ylim01, markers=markers)
+    return None if fig is None else _save(fig, Path(path))
 
 
 def plot_metrics(rows: Rows, out_dir: str | Path, smoothing: float = 0.8,
                  specs: Sequence[PlotSpec] = SPECS) -> list[Path]:
-    """Every figure of `specs` that has data, written as out_dir/<spec.name>.png. Returns the paths."""
+    """Every figure of `specs` that has data, written as out_dir/<spec.name>.png. Returns the paths.
+    In a run with ProRL resets every figure marks each reset (and phase change), see `reset_markers`."""
     keys = numeric_keys(rows)
+    markers = reset_markers(rows)
     written = []
     for spec in specs:
         chosen = spec.select(keys)
         if not chosen:
             continue
         path = plot_keys(rows, chosen, Path(out_dir) / f"{spec.name}.png", spec.title, spec.ylabel,
-                         smoothing=smoothing, ylim01=spec.ylim01)
+                         smoothing=smoothing, ylim01=spec.ylim01, markers=markers)
         if path is not None:
             written.append(path)
     return written

@@ -41,14 +41,22 @@ def merge_lora(model: Any) -> Any:
 
 def load_policy(model_cfg: ModelConfig, lora: LoraConfig) -> tuple[Any, Any]:
     """(model, tokenizer) ready to train. An adapter folder (e.g. an SFT output) is merged into its
-    base first ("cold start"); then a new adapter is attached when LoRA is enabled."""
-    from aha.models import is_adapter_folder, load_model, load_tokenizer, require_chat_template
+    base first ("cold start"; an adapter whose base is itself an adapter folder merges the whole
+    chain, see `aha.models.load_model`); then a new adapter is attached when LoRA is enabled.
+
+    The model's `name_or_path` is then `model.path` made absolute, so an adapter this run saves
+    names it as its base: loadable from any working directory, and after a cold start the adapter
+    folder rather than the original base model (which would drop the cold-start delta when the new
+    adapter is loaded or exported)."""
+    from aha.models import is_adapter_folder, load_model, load_tokenizer, looks_local, require_chat_template
 
     tokenizer = load_tokenizer(model_cfg.path)
     require_chat_template(tokenizer, model_cfg.path)  # before the weights load
     model = load_model(model_cfg.path, device=model_cfg.device, dtype=model_cfg.dtype)
     if is_adapter_folder(model_cfg.path):
         model = merge_lora(model)
+    if looks_local(model_cfg.path) and Path(model_cfg.path).exists():
+        model.name_or_path = str(Path(model_cfg.path).resolve())  # what a saved adapter names as its base
     if model_cfg.gradient_checkpointing:
         # transformers 5 renamed it (the old name warns); older versions only have the old one
         enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable

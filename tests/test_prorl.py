@@ -11,7 +11,7 @@ import torch
 
 import aha.train.resets as resets
 from aha.algo.kl import kl_estimate
-from aha.algo.resets import periodic_reset_due, plateau_reached
+from aha.algo.resets import periodic_reset_due, plateau_reached, scheduled_reset_due
 from aha.cli import main
 from aha.config import load_config
 from aha.errors import AhaError
@@ -362,3 +362,31 @@ def test_the_seed_recipe_runs_as_a_tiny_cpu_twin(tmp_path, tiny_model_dir):
     rows = read_jsonl(out / "metrics.jsonl")
     assert [(r["reset/count"], r["phase"]) for r in rows] == [(0, 0), (0, 0), (1, 1), (2, 2)]
     assert all(r["val/accuracy"] == 0.0 for r in rows)
+
+
+@pytest.mark.parametrize("step, at_steps, due", [
+    (3, [3, 7], True),   # a scheduled phase boundary
+    (4, [3, 7], False),  # between boundaries
+    (3, [], False),      # nothing scheduled
+])
+def test_scheduled_reset_rule(step, at_steps, due):
+    assert scheduled_reset_due(step, at_steps) is due
+
+
+def test_phases_can_end_at_given_steps(tmp_path, tiny_model_dir):
+    # seed 003's phases end at steps (its first reset came after step 2600): reset.at_steps schedules
+    # the resets, and each one starts the next phase
+    torch.set_num_threads(1)
+    out = tmp_path / "run"
+    extra = ["lora.enabled=true", "lora.r=4", "lora.dropout=0.0", "algo.kl_coef=0.1", "reset.at_steps=[1, 3]",
+             "phases=[{after_reset: 1, rollout: {max_new_tokens: 8}}, {after_reset: 2, batch: {samples_per_prompt: 6}}]"]
+    assert main(base_args(tiny_model_dir, out, 4, extra)) == 0
+    rows = read_jsonl(out / "metrics.jsonl")
+    assert [(r["reset/count"], r["reset/step"], r["phase"]) for r in rows] == [(0, 0, 0), (1, 1, 1), (1, 1, 1),
+                                                                                (2, 3, 2)]
+
+
+@pytest.mark.parametrize("at_steps", ["[3, 2]", "[0]", "[4]"])  # not increasing; before step 1; not before the end
+def test_bad_scheduled_resets_fail_at_load(at_steps):
+    with pytest.raises(AhaError, match="reset.at_steps must be increasing"):
+        load_config(TrainConfig, None, ["steps=4", f"reset.at_steps={at_steps}"])

@@ -22,7 +22,7 @@ from aha.algo.losses import (
     policy_loss,
     ppo_clip_loss,
 )
-from aha.algo.resets import PLATEAU_MODES, periodic_reset_due, plateau_reached
+from aha.algo.resets import PLATEAU_MODES, periodic_reset_due, plateau_reached, scheduled_reset_due
 
 __all__ = [
     "ADVANTAGES",
@@ -37,6 +37,7 @@ __all__ = [
     "kl_penalty_rewards",
     "masked_mean",
     "periodic_reset_due",
+    "scheduled_reset_due",
     "plateau_reached",
     "policy_loss",
     "ppo_clip_loss",

@@ -41,3 +41,8 @@ def periodic_reset_due(step: int, every: int, last_reset_step: int) -> bool:
     """Whether `every` steps have passed since the last reset (step 0 when there was none yet);
     `every` = 0 turns the rule off."""
     return every > 0 and step - last_reset_step >= every
+
+
+def scheduled_reset_due(step: int, at_steps: list[int]) -> bool:
+    """Whether `step` is one of the steps a reset was scheduled after (a phase boundary by step)."""
+    return step in at_steps

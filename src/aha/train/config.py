@@ -176,6 +176,8 @@ class ResetConfig:
     every: int = option(0, "reset every N steps (counted from the last reset; ProRL v2: 200-500); 0 is off",
                         min=0)
     on_plateau: PlateauConfig = section(PlateauConfig, "reset when a validation metric stagnates or degrades")
+    at_steps: list[int] = option([], "reset after each of these steps: phase boundaries by step (seed 003 "
+                                 "ended its first phase after step 2600); combines with the other triggers")
     optimizer: str = option("reset", "at a reset: 'reset' builds a fresh AdamW (ProRL v1; always with LoRA, "
                             "whose new adapter has new parameters), 'keep' keeps its state (ProRL v2, full "
                             "fine-tuning only)", choices=["reset", "keep"])
@@ -186,7 +188,7 @@ class ResetConfig:
 
     @property
     def enabled(self) -> bool:
-        return self.every > 0 or bool(self.on_plateau.metric)
+        return self.every > 0 or bool(self.on_plateau.metric) or bool(self.at_steps)
 
 
 @dataclass
@@ -298,8 +300,12 @@ class TrainConfig:
             raise ValueError("reset.optimizer=keep needs full fine-tuning: a LoRA reset attaches a new adapter "
                              "whose parameters have no optimizer state; use reset.optimizer=reset")
         if self.phases and not r.enabled:
-            raise ValueError("phases start at resets, but no reset trigger is on; set reset.every or "
-                             "reset.on_plateau.metric")
+            raise ValueError("phases start at resets, but no reset trigger is on; set reset.every, "
+                             "reset.at_steps or reset.on_plateau.metric")
+        if r.at_steps and (sorted(set(r.at_steps)) != list(r.at_steps) or r.at_steps[0] < 1
+                           or r.at_steps[-1] >= self.steps):
+            raise ValueError(f"reset.at_steps must be increasing steps in 1..steps-1 (steps={self.steps}), got "
+                             f"{list(r.at_steps)}")
         previous = -1
         for i, phase in enumerate(self.phases):
             if phase.after_reset <= previous:

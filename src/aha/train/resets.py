@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from aha.algo.resets import periodic_reset_due, plateau_reached
+from aha.algo.resets import periodic_reset_due, plateau_reached, scheduled_reset_due
 from aha.errors import AhaError
 from aha.train.checkpoint import list_checkpoints, newest_state, update_state
 from aha.train.common import attach_lora, make_optimizer, make_scheduler
@@ -114,7 +114,9 @@ def maybe_reset(s: Any, step: int, metrics: dict[str, Any], data_position: int) 
     if step >= cfg.steps or (cfg.reset.max_resets and st.count >= cfg.reset.max_resets):
         return
     trigger = None
-    if periodic_reset_due(step, cfg.reset.every, st.last_step):
+    if scheduled_reset_due(step, cfg.reset.at_steps):
+        trigger = "at_step"
+    elif periodic_reset_due(step, cfg.reset.every, st.last_step):
         trigger = "every"
     elif plateau.metric and plateau_reached(st.watched, plateau.patience, plateau.min_delta, plateau.mode):
         trigger = "plateau"

@@ -277,3 +277,15 @@ def test_resume_accepts_a_config_written_before_a_key_existed(tmp_path, tiny_mod
     (out / "config.yaml").write_text(yaml.safe_dump(saved))
     assert main(base_args(tiny_model_dir, out, 2, [f"resume={out}"])) == 0
     assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2]
+
+
+def test_validation_on_the_training_examples_is_refused(tmp_path, tiny_model_dir, capsys):
+    # the published-setup recipes validated on their training file (a single data file serves every
+    # split): a held-out split is required when validation is on
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"question": f"{i} + 1?", "answer": str(i + 1)}) + "\n" for i in range(6)))
+    args = ["train", f"model.path={tiny_model_dir}", "task.name=gsm8k", f"task.options={{data: [{data}]}}",
+            "steps=1", "val_every=1", "val_size=4", f"run.out_dir={tmp_path / 'run'}", "run.progress=false"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "holds training examples only" in err and "test_data" in err

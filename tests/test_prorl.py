@@ -349,13 +349,14 @@ def test_the_seed_recipe_runs_as_a_tiny_cpu_twin(tmp_path, tiny_model_dir):
     # short completions; validation stagnates (the random model never boxes the answer), so the
     # plateau trigger resets after steps 2 and 3 and phases 1 and 2 (top_p 0.9, then 1.0) start
     torch.set_num_threads(1)
-    data = tmp_path / "gsm8k.jsonl"
-    data.write_text("".join(json.dumps({"question": f"Tom has {i} apples and buys 2. How many now?",
-                                        "answer": f"{i} + 2 = {i + 2}\n#### {i + 2}"}) + "\n" for i in range(8)))
+    data, held_out = tmp_path / "gsm8k.jsonl", tmp_path / "gsm8k_test.jsonl"
+    for path, numbers in ((data, range(8)), (held_out, range(8, 12))):
+        path.write_text("".join(json.dumps({"question": f"Tom has {i} apples and buys 2. How many now?",
+                                            "answer": f"{i} + 2 = {i + 2}\n#### {i + 2}"}) + "\n" for i in numbers))
     out = tmp_path / "run"
     recipe = Path(__file__).parent.parent / "recipes" / "prorl_qwen2_0.5b_gsm8k.yaml"
     assert main(["train", str(recipe), f"model.path={tiny_model_dir}",
-                 f"task.options.data={{train: [{data}], test: [{data}]}}", "steps=4", "rollout.max_new_tokens=8",
+                 f"task.options.data={{train: [{data}], test: [{held_out}]}}", "steps=4", "rollout.max_new_tokens=8",
                  "batch.samples_per_prompt=4", "batch.micro_batch_size=4", "val_every=1", "val_size=2",
                  "reset.on_plateau.patience=1", "checkpoint_every=0", f"run.out_dir={out}",
                  "run.progress=false"]) == 0

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
 import random
 import time
@@ -291,6 +292,12 @@ def start_session(cfg: TrainConfig) -> tuple[RLSession, int, int]:
     if not train_examples:
         raise AhaError(f"task {cfg.task.name!r} has no examples in split {cfg.task.train_split!r}")
     val_examples = list(islice(task.examples(cfg.task.val_split), cfg.val_size)) if cfg.val_every else []
+    seen = {(ex.id, json.dumps(ex.prompt)) for ex in train_examples}  # the same id and the same prompt
+    if val_examples and all((ex.id, json.dumps(ex.prompt)) in seen for ex in val_examples):
+        raise AhaError(f"the {cfg.task.val_split!r} split of task {cfg.task.name!r} holds training examples only, "
+                       "so validation would score training prompts; give the task held-out data (math tasks: "
+                       "task.options.data={train: [...], test: [...]} or test_fraction; knights-knaves: "
+                       "task.options.test_data), or set val_every=0")
 
     run = RunDir.create(resume_from or cfg.run.out_dir or None, "train", resume=resume_from is not None,
                         tensorboard=cfg.run.tensorboard, wandb_project=cfg.run.wandb_project)

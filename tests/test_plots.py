@@ -181,13 +181,13 @@ def capture_figures(monkeypatch):
     import aha.report.plots as plots
 
     figures = {}
-    original = plots._save
+    original = plots.save_figure
 
     def save(fig, path):
         figures[path.stem] = fig
         return original(fig, path)
 
-    monkeypatch.setattr(plots, "_save", save)
+    monkeypatch.setattr(plots, "save_figure", save)
     return figures
 
 

@@ -13,26 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
-DPI = 110
-FIGSIZE = (7.0, 4.2)
-
-
-def _new_figure() -> tuple[Figure, Any]:
-    fig = Figure(figsize=FIGSIZE, dpi=DPI)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    ax.grid(True, alpha=0.3)
-    return fig, ax
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    return path
+from aha.report.plots import new_figure, save_figure
 
 
 def slug(text: str) -> str:
@@ -50,7 +31,7 @@ def plot_pass_at_k_curves(curves: Mapping[str, Mapping[str, Any]], path: str | P
     """One line per label of {label: {k: mean pass@k}} against k on a log2 axis (k = 1 .. n).
 
     Returns the path, or None when no curve has a point."""
-    fig, ax = _new_figure()
+    fig, ax = new_figure()
     k_max = 0
     for i, (label, curve) in enumerate(curves.items()):
         ks, vs = _points(curve or {})
@@ -71,7 +52,7 @@ def plot_pass_at_k_curves(curves: Mapping[str, Mapping[str, Any]], path: str | P
     ax.set_ylabel("pass@k")
     ax.set_title(title)
     ax.legend(fontsize=8, loc="lower right")
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def plot_pass1_histograms(hists: Mapping[str, Mapping[str, Any]], path: str | Path,
@@ -81,7 +62,7 @@ def plot_pass1_histograms(hists: Mapping[str, Mapping[str, Any]], path: str | Pa
     hists = {k: v for k, v in hists.items() if v and v.get("counts") and sum(v["counts"])}
     if not hists:
         return None
-    fig, ax = _new_figure()
+    fig, ax = new_figure()
     width = 1.0 / len(hists)
     for i, (label, h) in enumerate(hists.items()):
         total = sum(h["counts"])
@@ -95,7 +76,7 @@ def plot_pass1_histograms(hists: Mapping[str, Mapping[str, Any]], path: str | Pa
     ax.set_ylabel("share of problems")
     ax.set_title(title)
     ax.legend(fontsize=8, loc="upper center")
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def plot_eval(results: Mapping[str, Any], out_dir: str | Path, label: str = "") -> list[Path]:

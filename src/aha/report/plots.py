@@ -154,7 +154,8 @@ SPECS: list[PlotSpec] = [
 # ----------------------------------------------------------------------------- drawing
 
 
-def _new_figure(figsize: tuple[float, float] = FIGSIZE) -> tuple[Figure, Any]:
+def new_figure(figsize: tuple[float, float] = FIGSIZE) -> tuple[Figure, Any]:
+    """A figure with one gridded axes, drawn off-screen (no display needed)."""
     fig = Figure(figsize=figsize, dpi=DPI)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
@@ -162,7 +163,7 @@ def _new_figure(figsize: tuple[float, float] = FIGSIZE) -> tuple[Figure, Any]:
     return fig, ax
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, format="png")
@@ -231,7 +232,7 @@ def figure_keys(rows: Rows, keys: Sequence[str], title: str, ylabel: str, smooth
                 ylim01: bool = False, markers: Sequence[Marker] = ()) -> Figure | None:
     """The figure `plot_keys` saves (None if no key has data)."""
     drawn = 0
-    fig, ax = _new_figure()
+    fig, ax = new_figure()
     for i, key in enumerate(keys):
         xs, ys = series(rows, key)
         if not xs:
@@ -268,7 +269,7 @@ def plot_keys(rows: Rows, keys: Sequence[str], path: str | Path, title: str, yla
     `reset_markers`) are drawn as labelled vertical lines.
     """
     fig = figure_keys(rows, keys, title, ylabel, smoothing=smoothing, ylim01=ylim01, markers=markers)
-    return None if fig is None else _save(fig, Path(path))
+    return None if fig is None else save_figure(fig, Path(path))
 
 
 def plot_metrics(rows: Rows, out_dir: str | Path, smoothing: float = 0.8,
@@ -327,7 +328,7 @@ def plot_pass_at_k(results: Mapping[str, Mapping[str, Any]], path: str | Path,
         path: output PNG.
     Returns the path, or None if no evaluation has pass@k values.
     """
-    fig, ax = _new_figure()
+    fig, ax = new_figure()
     drawn = 0
     all_ks: set[int] = set()
     for i, (label, res) in enumerate(results.items()):
@@ -351,7 +352,7 @@ def plot_pass_at_k(results: Mapping[str, Mapping[str, Any]], path: str | Path,
     ax.set_ylabel("pass@k")
     ax.set_title(title)
     ax.legend(fontsize=8, loc="lower right")
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def plot_buckets(results: Mapping[str, Mapping[str, Any]], path: str | Path,
@@ -378,7 +379,7 @@ def plot_buckets(results: Mapping[str, Mapping[str, Any]], path: str | Path,
         return None
     buckets = sorted({b for v in table.values() for b in v}, key=natural_key)
     width_in = max(FIGSIZE[0], 0.6 * len(buckets) * max(1, len(table)) + 2)
-    fig, ax = _new_figure((min(width_in, 20.0), FIGSIZE[1]))
+    fig, ax = new_figure((min(width_in, 20.0), FIGSIZE[1]))
     n = len(table)
     bar_w = 0.8 / n
     for i, (label, vals) in enumerate(table.items()):
@@ -394,7 +395,7 @@ def plot_buckets(results: Mapping[str, Mapping[str, Any]], path: str | Path,
     ax.set_title(title)
     if n > 1:
         ax.legend(fontsize=8)
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def load_results(path: str | Path) -> dict[str, Any] | None:

@@ -22,6 +22,8 @@ COMMANDS = {
     "plot": "plot",
     "export": "export",
     "demo": "demo",
+    "pipeline": "pipeline",
+    "recipes": "recipes",
 }
 
 def build_parser() -> argparse.ArgumentParser:

@@ -48,6 +48,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
     p.add_argument("--out", default=None, help="output folder")
     p.add_argument("--label", default="", help="name of this model in tables (default: the model folder)")
+    p.add_argument("--reference-perplexity", action="store_true",
+                   help="also report the perplexity of each reference answer after the prompt and the model's "
+                        "first sampled reasoning, and without the reasoning (seed 001's metric; results.json "
+                        "\"reference_perplexity\")")
+    p.add_argument("--perplexity-model", default=None, metavar="DIR",
+                   help="score that perplexity with this frozen model instead of the evaluated one")
     p.add_argument("--no-plots", action="store_true",
                    help="skip the PNG figures in DIR/plots (pass@k curves overall and per bucket, "
                         "per-problem pass@1 histogram)")
@@ -106,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_run_dir("eval")
     results = evaluate(model, tokenizer, task, examples, params, out, batch_prompts=args.batch_prompts,
                        backend=args.backend, label=args.label or Path(args.model).name)
+    if args.reference_perplexity:
+        add_reference_perplexity(args, model, tokenizer, task, examples, results, out)
     print((out / "results.md").read_text())
     if not args.no_plots:
         from aha.report.eval_plots import plot_eval
@@ -115,3 +123,28 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out}")
     del results
     return 0
+
+
+def add_reference_perplexity(args: argparse.Namespace, model: object, tokenizer: object, task: object,
+                             examples: list, results: dict, out: Path) -> None:
+    """results.json "reference_perplexity" and a results.md section (aha.eval.perplexity)."""
+    import json
+
+    from aha.eval.perplexity import perplexity_markdown, reference_perplexity_summary
+    from aha.tasks.base import preopens_think
+
+    scorer, scorer_tok = model, tokenizer
+    if args.perplexity_model:
+        from aha.models import load_model, load_tokenizer
+
+        scorer_tok = load_tokenizer(args.perplexity_model)
+        scorer = load_model(args.perplexity_model, device=args.device, dtype=args.dtype)
+    summary = reference_perplexity_summary(scorer, scorer_tok, examples, out / "samples.jsonl",
+                                           think_preopened=preopens_think(task))
+    summary["scorer"] = args.perplexity_model or "the evaluated model"
+    results["reference_perplexity"] = summary
+    data = json.loads((out / "results.json").read_text())
+    data["reference_perplexity"] = summary
+    (out / "results.json").write_text(json.dumps(data, indent=2))
+    with open(out / "results.md", "a", encoding="utf-8") as f:
+        f.write(perplexity_markdown(summary))

@@ -47,6 +47,7 @@ class DistillConfig:
     n: int = option(4, "samples per prompt", min=1)
     temperature: float = option(0.7, "teacher sampling temperature", min=0.0)
     top_p: float = option(1.0, "nucleus threshold", min=0.0, max=1.0)
+    top_k: int = option(0, "keep only the k most likely tokens (seed 000's teacher: 50); 0 is off", min=0)
     max_new_tokens: int = option(1024, "cap on teacher tokens per sample", min=1)
     stop: list[str] = option(["</answer>"], "stop strings")
     batch_prompts: int = option(16, "prompts per generation call", min=1)
@@ -99,7 +100,7 @@ def distill(cfg: DistillConfig, generator: Any = None, tokenizer: Any = None) ->
                 samples = solver_samples(chunk, cfg.n)
             else:
                 prompts = [render_prompt(tokenizer, ex.prompt, think_preopened) for ex in chunk]
-                params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p,
+                params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
                                         max_new_tokens=cfg.max_new_tokens, n=cfg.n, stop=list(cfg.stop),
                                         seed=cfg.run.seed + start)
                 samples = generator.generate(prompts, params)

@@ -74,6 +74,9 @@ class SftConfig:
                                  warmup_steps=50, schedule="cosine", min_lr_ratio=0.1, beta2=0.98)
     batch_tokens: int = option(8192, "tokens per batch, padding included", min=16)
     steps: int = option(1000, "optimizer steps at most; the learning-rate schedule spans them", min=1)
+    epochs: int = option(0, "train this many full passes over the data instead (> 0 replaces `steps`: the run "
+                         "takes as many steps as the epochs' batches, and the schedule spans them; seed 000: 4)",
+                         min=0)
     max_seconds: float = option(0.0, "stop after this much wall time (0 = no limit); a guard, the schedule "
                                 "does not follow it", min=0.0)
     val_every: int = option(100, "validation loss every N steps (and at the end); 0 is off", min=0)
@@ -256,6 +259,12 @@ def load_sft_data(cfg: SftConfig, tokenizer: Any, pairs: PairSet | None = None
 # ----------------------------------------------------------------------------- the loop
 
 
+def epoch_steps(lengths: list[int], cfg: SftConfig) -> int:
+    """Steps of `cfg.epochs` full passes: the batches of each epoch, cut as the loop cuts them (the
+    batching is seeded by epoch, so the count is known before training and the same on resume)."""
+    return sum(len(token_budget_batches(lengths, cfg.batch_tokens, cfg.run.seed, e)) for e in range(cfg.epochs))
+
+
 def sft(cfg: SftConfig) -> Path:
     """Fine-tune as configured; returns the run directory (the model is in RUN_DIR/model).
 
@@ -290,10 +299,13 @@ def sft(cfg: SftConfig) -> Path:
     log.info(f"run directory: {run.path}")
     log.info(f"{len(train_set)} training examples ({sum(lengths)} tokens), {len(val_set)} validation examples")
 
+    total_steps = epoch_steps(lengths, cfg) if cfg.epochs else cfg.steps
+    if cfg.epochs:
+        log.info(f"{cfg.epochs} epochs: {total_steps} steps")
     params = [p for p in model.parameters() if p.requires_grad]
     o = cfg.optim
     optimizer, scheduler = make_optimizer(model, o.lr, o.weight_decay, (o.beta1, o.beta2), o.schedule,
-                                          o.warmup_steps, cfg.steps, o.min_lr_ratio, o.master_weights)
+                                          o.warmup_steps, total_steps, o.min_lr_ratio, o.master_weights)
     step, epoch, batch_index, elapsed_before = 0, 0, 0, 0.0
     ema: float | None = None
     restored = None
@@ -342,8 +354,8 @@ def sft(cfg: SftConfig) -> Path:
     batches = token_budget_batches(lengths, cfg.batch_tokens, cfg.run.seed, epoch)
     window_tokens, window_start = 0, time.time()
     model.train()
-    with GracefulStop(log.info) as stop, progress(cfg.steps - step, "sft", cfg.run.progress) as bar:
-        while step < cfg.steps and not (cfg.max_seconds and elapsed() >= cfg.max_seconds) and not stop.requested:
+    with GracefulStop(log.info) as stop, progress(total_steps - step, "sft", cfg.run.progress) as bar:
+        while step < total_steps and not (cfg.max_seconds and elapsed() >= cfg.max_seconds) and not stop.requested:
             # one step; the data position, counters and ema change together at its end, so a
             # checkpoint (periodic, or after a stop request) holds a state a step boundary really had
             next_epoch, next_index = epoch, batch_index
@@ -365,7 +377,7 @@ def sft(cfg: SftConfig) -> Path:
             window_tokens += int(attn.sum())
             metrics = {"train/loss": loss_value, "train/loss_ema": ema, "lr": lr,
                        "grad_norm": float(norm), "epoch": epoch, "response_tokens": n_tokens}
-            last = step >= cfg.steps or (cfg.max_seconds and elapsed() >= cfg.max_seconds)
+            last = step >= total_steps or (cfg.max_seconds and elapsed() >= cfg.max_seconds)
             if cfg.val_every and val_set and (step % cfg.val_every == 0 or last):
                 metrics["val/loss"] = validation_loss()
             if step % cfg.run.log_every == 0 or last:

@@ -46,6 +46,8 @@ def _last_metrics(path: Path) -> dict[str, Any]:
 
 
 def _fmt(v: Any) -> str:
+    if v is None:
+        return "n/a"
     if isinstance(v, float):
         return "n/a" if not math.isfinite(v) else f"{v:.4g}"
     return str(v)
@@ -105,8 +107,9 @@ def details(stage: Stage, root: Path) -> list[str]:
                              f"{_fmt(o.get('accuracy_without_reflection'))}")
             ppl = r.get("reference_perplexity")
             if isinstance(ppl, dict):
-                lines.append("reference-answer perplexity: " + ", ".join(f"{k} {_fmt(v)}" for k, v in ppl.items()
-                                                                          if not isinstance(v, dict)))
+                lines.append("reference-answer perplexity: " + ", ".join(
+                    f"{k} {_fmt(ppl[k])}" for k in ("mean", "median", "without_reasoning_mean", "ratio", "problems")
+                    if k in ppl) + f" (scorer: {ppl.get('scorer', '?')})")
             lines += ["", f"[results.md]({_rel(d / 'results.md', root)})"]
     elif stage.command == "compare" and (d / "compare.md").is_file():
         lines += (d / "compare.md").read_text(encoding="utf-8").strip().splitlines()

@@ -320,7 +320,7 @@ def load_pipeline(path: str | Path, out: str | Path | None = None, var_items: li
                            + f"; use one of {', '.join(STAGE_COMMANDS)}")
         deps: list[str] = []
 
-        def lookup(ref: str, where: str = where, deps: list[str] = deps) -> Any:
+        def lookup(ref: str, where: str = where, deps: list[str] = deps, i: int = i) -> Any:
             if ref.startswith("vars."):
                 var = ref[len("vars."):]
                 if var not in variables:
@@ -485,7 +485,7 @@ def check_pipeline(p: Pipeline, selected: list[Stage] | None = None) -> list[str
     """Every problem of the selected stages (default: all), one line each: config keys and values,
     recipe files, model folders and data files that must exist before the run, and paths into the run
     folder that no earlier stage makes. Nothing is loaded or written."""
-    from aha.models import check_model_folder, looks_local
+    from aha.models import check_model_folder
     from aha.tasks.datafiles import is_local_path
 
     problems: list[str] = []
@@ -517,8 +517,8 @@ def check_pipeline(p: Pipeline, selected: list[Stage] | None = None) -> list[str
             var = next((v for v, val in p.vars.items() if isinstance(val, str) and val and path.startswith(val)), None)
             fix = f" (set it with --set {var}=PATH)" if var else ""
             if kind == "model":
-                if not looks_local(path):
-                    continue  # a hub name: loads where a network exists
+                # strict: "models/Qwen2.5-7B" reads like a hub name too, but a pipeline's models are
+                # local folders (a hub download in the middle of a run is what the check is for)
                 try:
                     check_model_folder(path)
                 except AhaError as exc:
@@ -528,7 +528,28 @@ def check_pipeline(p: Pipeline, selected: list[Stage] | None = None) -> list[str
                     problems.append(f"{where}: {key}: data file {path!r} does not exist; put it there{fix}")
             elif not target.exists():
                 problems.append(f"{where}: {key}: {path!r} does not exist{fix}")
-    return problems
+    return _merge_repeats(problems)
+
+
+def _merge_repeats(problems: list[str]) -> list[str]:
+    """One line per distinct problem: the same missing file in four stages is one line naming them."""
+    merged: dict[str, list[str]] = {}
+    for line in problems:
+        head, sep, rest = line.partition("): ")
+        if not sep or not head.startswith("stage "):
+            merged.setdefault(line, [])
+            continue
+        merged.setdefault(rest, []).append(head + ")")
+    out = []
+    for rest, heads in merged.items():
+        if not heads:
+            out.append(rest)
+        elif len(heads) == 1:
+            out.append(f"{heads[0]}: {rest}")
+        else:
+            out.append(f"{heads[0]} and {len(heads) - 1} more ({', '.join(h.split(chr(39))[1] for h in heads[1:])}): "
+                       f"{rest}")
+    return out
 
 
 def stage_graph(p: Pipeline) -> list[tuple[str, str, tuple[str, ...]]]:

@@ -75,6 +75,11 @@ def describe(path: Path) -> dict[str, str]:
             first = body
     if not info["reproduces"]:
         info["reproduces"] = first
+    if not info["seed"]:
+        import re
+
+        found = re.search(r"\b[Ss]eed (\d{3})\b", text)
+        info["seed"] = found.group(1) if found else ""
     return info
 
 

@@ -96,6 +96,25 @@ def _placeholders(root: Path, pipeline: Path, model_vars: list[str]) -> None:
 
 
 @pytest.mark.parametrize("name", SEED_PIPELINES)
+def test_full_pipelines_validate_on_held_out_data(name):
+    from aha.config import load_config
+    from aha.train.config import TrainConfig
+    from aha.train.sft import SftConfig
+
+    p = load_pipeline(RECIPES / name)
+    for s in p.stages:
+        if s.command == "train":
+            cfg = load_config(TrainConfig, s.recipe, s.overrides)
+            data = cfg.task.options["data"]
+            train, val = (data["train"], data["test"]) if isinstance(data, dict) else (data, cfg.task.options["test_data"])
+            assert cfg.val_every > 0 and train and val and not set(train) & set(val), s.name
+        elif s.command == "sft":
+            cfg = load_config(SftConfig, s.recipe, s.overrides)
+            assert cfg.val_every > 0 and (cfg.data.val_fraction > 0 or cfg.data.val_files), s.name
+            assert not set(cfg.data.files) & set(cfg.data.val_files), s.name
+
+
+@pytest.mark.parametrize("name", SEED_PIPELINES)
 def test_full_pipeline_dry_run_passes_with_models_and_data_in_their_places(name, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(AhaError, match="does not exist"):  # nothing in place yet
@@ -343,6 +362,13 @@ def test_only_from_and_force(tmp_path, tiny_model_dir, monkeypatch):
     assert len(calls) == 2
     run_pipeline(path, out, only="eval", force=True, in_process=True)
     assert [c for c, _ in calls] == ["sft", "eval", "eval"]
+    # a stage that started with other settings is not resumed with new ones
+    state = json.loads((out / "pipeline.json").read_text())
+    state["stages"]["eval"]["status"] = "interrupted"
+    state["stages"]["eval"]["argv"] = ["--old"]
+    (out / "pipeline.json").write_text(json.dumps(state))
+    with pytest.raises(AhaError, match="stage 'eval' started with another command line.*--force --from eval"):
+        run_pipeline(path, out, only="eval", in_process=True)
     # a finished stage whose command line changed is not silently reused
     with pytest.raises(AhaError, match="stage .sft. finished earlier with another command line.*--force --from sft"):
         run_pipeline(path, out, ["model=" + str(tiny_model_dir) + "/"], in_process=True)

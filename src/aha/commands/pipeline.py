@@ -67,8 +67,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run this stage and every later one")
     p.add_argument("--dry-run", action="store_true", help="print the resolved stages and their command lines, "
                    "check them all, run nothing")
-    p.add_argument("--force", action="store_true", help="run the selected stages again even if they finished "
-                   "(their folders are removed first)")
+    p.add_argument("--force", action="store_true", help="run the selected stages again from scratch, finished or "
+                   "not (their folders are removed first)")
     p.add_argument("--in-process", action="store_true", help="run the stages inside this process (faster start; "
                    "default: one process per stage, see `aha pipeline` in the README)")
 
@@ -262,10 +262,15 @@ def run_pipeline(path: str | Path, out: str | Path | None = None, var_items: lis
         return p.run_dir
     for stage in stages:
         status = stage_status(state, stage)
-        if status in ("done", "changed") and force:
+        if status != "pending" and force:
             _clear(stage)
             state["stages"].pop(stage.name, None)
             status = "pending"
+        rec = state["stages"].get(stage.name)
+        if status == "partial" and rec is not None and rec.get("argv") != stage.argv:
+            raise AhaError(f"stage {stage.name!r} started with another command line (the pipeline or its vars "
+                           f"changed), so it cannot resume; start it again with --force --from {stage.name}, or "
+                           "restore the settings it started with")
         if status == "done":
             print(f"== stage {stage.name}: finished earlier, skipped")
             continue

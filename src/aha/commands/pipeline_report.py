@@ -111,6 +111,12 @@ def details(stage: Stage, root: Path) -> list[str]:
                     f"{k} {_fmt(ppl[k])}" for k in ("mean", "median", "without_reasoning_mean", "ratio", "problems")
                     if k in ppl) + f" (scorer: {ppl.get('scorer', '?')})")
             lines += ["", f"[results.md]({_rel(d / 'results.md', root)})"]
+    elif stage.command in ("train", "sft") and (d / "metrics.jsonl").is_file():
+        m = _last_metrics(d / "metrics.jsonl")
+        keys = [k for k in sorted(m) if k.startswith("val/") or (k.startswith("reward/") and k.endswith("/mean")) or k in ("train/loss_ema", "epoch")]
+        lines += [f"last step {m.get('step', '?')}: " + ", ".join(f"{k} {_fmt(m[k])}" for k in keys), "",
+                  f"[metrics.jsonl]({_rel(d / 'metrics.jsonl', root)}), model: [{_rel(d / 'model', root)}]"
+                  f"({_rel(d / 'model', root)})"]
     elif stage.command == "compare" and (d / "compare.md").is_file():
         lines += (d / "compare.md").read_text(encoding="utf-8").strip().splitlines()
     elif stage.command == "distill" and (d / "report.md").is_file():

@@ -60,7 +60,8 @@ def test_seed_graphs_hold_the_published_stages():
     assert g0["distill"] == ("distill", ("rl7b_phase2",))
     assert g0["sft_1_5b"] == ("sft", ("distill",))
     assert g0["rl_1_5b_cold"] == ("train", ("sft_1_5b",))
-    assert g0["table"][1] == ("eval_base_7b", "eval_cold_1_5b", "eval_distill_1_5b", "eval_grpo_7b")
+    assert g0["table"][1] == ("eval_base_7b", "eval_cold_1_5b", "eval_distill_1_5b", "eval_grpo_7b", "eval_grpo_7b_step420")
+    assert g0["rl7b_phase3"] == ("train", ("rl7b_phase2",))
     p0 = load_pipeline(RECIPES / SEED_PIPELINES[0])
     assert "steps=100" in p0.stage("rl7b_phase1").argv and "steps=280" in p0.stage("rl7b_phase2").argv
     assert len(p0.vars["kk_eval"]) == 7  # 2..8 people

@@ -34,8 +34,9 @@ def test_reference_perplexity_by_hand(tmp_path: Path, monkeypatch):
     examples = [Example(id="a", prompt=[{"role": "user", "content": "1+1?"}], answer="2"),
                 Example(id="b", prompt=[{"role": "user", "content": "2+2?"}], answer="4"),
                 Example(id="c", prompt=[{"role": "user", "content": "no answer"}], answer="")]
-    rows = [{"id": "a", "sample": 0, "completion": "<think>because 1+1=2</think><answer>2</answer>"},
-            {"id": "a", "sample": 1, "completion": "<think>no</think>"},
+    # a's sample 1 comes first in the file: the reasoning is still sample 0's
+    rows = [{"id": "a", "sample": 1, "completion": "<think>no</think>"},
+            {"id": "a", "sample": 0, "completion": "<think>because 1+1=2</think><answer>2</answer>"},
             {"id": "b", "sample": 0, "completion": "<think>guess</think><answer>5</answer>"},
             {"id": "c", "sample": 0, "completion": "x"}]
     path = tmp_path / "samples.jsonl"

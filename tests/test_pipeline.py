@@ -413,3 +413,38 @@ def test_pipeline_help(capsys):
         main(["pipeline", "--help"])
     out = capsys.readouterr().out
     assert "--dry-run" in out and "--only" in out and "--from" in out and "${stages.STAGE.OUTPUT}" in out
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_subprocess_stage_with_a_checkpoint_and_a_rerun_resumes(tmp_path, tiny_model_dir, monkeypatch):
+    # the default mode, stopped as a terminal's Ctrl-C would: SIGINT to the whole process group
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    steps = 120  # long enough to be stopped in the middle, short enough to finish on resume
+    path = _write(tmp_path, [_sft(steps=steps, checkpoint_every=0)], {"model": str(tiny_model_dir)})
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "aha.cli", "pipeline", str(path), "--out", str(out)], env=env,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    metrics = out / "sft" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not (metrics.is_file() and metrics.stat().st_size):
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.stderr.read().decode()
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=120) == 130
+    assert "interrupted" in proc.stderr.read().decode()
+    state = json.loads((out / "pipeline.json").read_text())
+    assert state["stages"]["sft"]["status"] == "interrupted"
+    stopped_at = read_jsonl(metrics)[-1]["step"]
+    assert 1 <= stopped_at < steps
+    assert list((out / "sft" / "checkpoints").glob("step_*"))
+    calls = _spy(monkeypatch)
+    run_pipeline(path, out, in_process=True)
+    assert calls[0][1][-1] == f"resume={out / 'sft'}"
+    assert [r["step"] for r in read_jsonl(metrics)] == list(range(1, steps + 1))
+    assert json.loads((out / "pipeline.json").read_text())["stages"]["sft"]["status"] == "done"

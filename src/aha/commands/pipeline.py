@@ -145,12 +145,10 @@ def _clear(stage: Stage) -> None:
 def run_in_process(command: str, argv: list[str]) -> int:
     import importlib
 
-    from aha.commands.pipeline_spec import STAGE_COMMANDS
+    from aha.commands.pipeline_spec import STAGE_COMMANDS, command_parser
 
     module = importlib.import_module(f"aha.commands.{STAGE_COMMANDS[command]}")
-    parser = argparse.ArgumentParser(prog=f"aha {command}")
-    module.add_arguments(parser)
-    args = parser.parse_args(argv)
+    args = command_parser(command).parse_args(argv)  # a bad argument is an AhaError here, not an exit
     args.command = command
     try:
         return int(module.run(args) or 0)

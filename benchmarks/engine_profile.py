@@ -1,4 +1,4 @@
-"""Generation alone on `grpo_step.py`'s workload: the engine against transformers `generate` ("hf").
+"""Generation alone on `grpo_step.py`'s workload: the engine against transformers `generate` ("hf") and vLLM.
 
 Same model and prompts as benchmarks/grpo_step.py: a random-weight "tiny" Qwen2 (hidden 256, 4 layers,
 4 heads, 2 KV heads, intermediate 688, vocabulary 2,000, tied, fp32) over a tokenizer trained on
@@ -13,6 +13,11 @@ repeat uses a different seed (as successive training steps do).
     python3 benchmarks/engine_profile.py --threads 1 [--repeats 3] [--backends hf,engine]
     python3 benchmarks/engine_profile.py --threads 1 --profile [--top 25]   # torch profiler, engine only
     python3 benchmarks/engine_profile.py --threads 2 --lora 16 [--mode cascade]   # with a LoRA adapter
+    $VENV/bin/python benchmarks/engine_profile.py --threads 2 --backends hf,engine,vllm [--vllm-eager]
+
+The vllm backend needs the vLLM environment (`make test-vllm` builds it; VENV is the path
+`.ci/vllm_venv.sh` prints). vLLM's first call includes the weight push and the backend's self-check,
+so the warm-up call absorbs them; `--vllm-eager` skips vLLM's torch.compile.
 """
 
 from __future__ import annotations
@@ -53,7 +58,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--max-new", type=int, default=128)
     ap.add_argument("--temperature", type=float, default=1.0)
-    ap.add_argument("--backends", default="hf,engine")
+    ap.add_argument("--backends", default="hf,engine", help="comma-separated: hf, engine, vllm")
+    ap.add_argument("--vllm-eager", action="store_true", help="vllm: enforce_eager (no torch.compile)")
     ap.add_argument("--mode", default="auto", help="engine mode (auto, native, cascade, slab, dynamic)")
     ap.add_argument("--profile", action="store_true", help="print the torch profiler's top ops of one engine call")
     ap.add_argument("--lora", type=int, default=0,
@@ -78,7 +84,14 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"threads {torch.get_num_threads()}, {len(prompts)} prompts x {args.samples}, prompt tokens "
           f"{min(map(len, prompts))}-{max(map(len, prompts))}, max_new {args.max_new}", flush=True)
     backends = args.backends.split(",")
-    gens = {b: get_generator(b, model, tokenizer, **({"mode": args.mode} if b == "engine" else {})) for b in backends}
+    def options(b: str) -> dict:
+        if b == "engine":
+            return {"mode": args.mode}
+        if b == "vllm":
+            return {"enforce_eager": args.vllm_eager, "kv_cache_gb": 1.0}
+        return {}
+
+    gens = {b: get_generator(b, model, tokenizer, **options(b)) for b in backends}
 
     def params(seed: int) -> SamplingParams:
         return SamplingParams(temperature=args.temperature, max_new_tokens=args.max_new, n=args.samples, seed=seed)
@@ -108,19 +121,21 @@ def main(argv: list[str] | None = None) -> dict:
             times[b].append(time.perf_counter() - t0)
             tokens[b].append(sum(len(c.token_ids) for c in out))
         line = "  ".join(f"{b} {times[b][-1]:.3f} s" for b in backends)
-        if "hf" in times and "engine" in times:
-            line += f"  ratio hf/engine {times['hf'][-1] / times['engine'][-1]:.2f}x"
+        for other in ("hf", "vllm"):
+            if other in times and "engine" in times:
+                line += f"  ratio {other}/engine {times[other][-1] / times['engine'][-1]:.2f}x"
         print(f"repeat {r}: {line}", flush=True)
     result = {}
     for b in backends:
         med = statistics.median(times[b])
         result[b] = {"median_s": med, "times": times[b], "tokens": tokens[b]}
         print(f"{b:7s} median {med:.3f} s  min {min(times[b]):.3f} s  tokens/call {statistics.mean(tokens[b]):.0f}")
-    if "hf" in times and "engine" in times:
-        ratios = [h / e for h, e in zip(times["hf"], times["engine"])]
-        result["ratio"] = statistics.median(ratios)
-        print(f"speedup hf/engine: median {result['ratio']:.2f}x  (per repeat: "
-              f"{', '.join(f'{x:.2f}' for x in ratios)})")
+    for other in ("hf", "vllm"):
+        if other in times and "engine" in times:
+            ratios = [h / e for h, e in zip(times[other], times["engine"])]
+            result["ratio" if other == "hf" else f"ratio_{other}"] = statistics.median(ratios)
+            print(f"speedup {other}/engine: median {statistics.median(ratios):.2f}x  (per repeat: "
+                  f"{', '.join(f'{x:.2f}' for x in ratios)})")
     return result
 
 

@@ -11,6 +11,10 @@ metrics, rollouts written to disk) for 1 warm-up + N measured steps and prints t
 per step, generation tokens per second, and peak resident memory.
 
     python3 benchmarks/grpo_step.py --kl 0.04 [--backend engine|hf] [--steps 5] [--json out.json] [--trl]
+    $VENV/bin/python benchmarks/grpo_step.py --kl 0.04 --backend vllm [--vllm-eager]
+
+`--backend vllm` runs from the vLLM environment (`make test-vllm` builds it; VENV is the path
+`.ci/vllm_venv.sh` prints); its steps include the weight push after every optimizer step.
 
 `--trl` then runs TRL's GRPOTrainer on the same workload in a fresh process (`trl_grpo_step.py`;
 needs `pip install --constraint constraints.txt trl`) and prints aha's time as a fraction of TRL's.
@@ -51,7 +55,8 @@ def build_workload():
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--kl", type=float, default=0.04, help="KL coefficient (0.04 or 0)")
-    p.add_argument("--backend", default="engine", choices=["engine", "hf"])
+    p.add_argument("--backend", default="engine", choices=["engine", "hf", "vllm"])
+    p.add_argument("--vllm-eager", action="store_true", help="vllm: enforce_eager (no torch.compile)")
     p.add_argument("--steps", type=int, default=5, help="measured steps after one warm-up step")
     p.add_argument("--micro-batch", type=int, default=16, help="rollouts per forward/backward (default 16)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
@@ -72,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(TrainConfig, None, [
         f"model.path={work / 'model'}", "model.device=cpu", "task.name=knights-knaves",
         f"task.options={json.dumps(TASK_OPTIONS)}", "rewards=[{name: logic_rl, weight: 1.0}]",
-        f"rollout.backend={args.backend}", "rollout.temperature=1.0", "rollout.max_new_tokens=128",
+        f"rollout.backend={args.backend}", f"rollout.vllm_enforce_eager={str(args.vllm_eager).lower()}",
+        "rollout.vllm_kv_cache_gb=1.0", "rollout.temperature=1.0", "rollout.max_new_tokens=128",
         "rollout.stop=[]", f"algo.kl_coef={args.kl}", "batch.prompts_per_step=8", "batch.samples_per_prompt=8",
         f"batch.micro_batch_size={args.micro_batch}", "optim.lr=1e-6", f"steps={args.steps + 1}", f"run.out_dir={work / 'run'}",
         "run.progress=false"])

@@ -48,8 +48,10 @@ class TaskConfig:
 class RolloutConfig:
     """How completions are sampled during training."""
 
-    backend: str = option("engine", "generation backend: 'engine' (aha's KV-cache sampler) or 'hf' "
-                          "(transformers generate)", choices=["engine", "hf"])
+    backend: str = option("engine", "generation backend: 'engine' (aha's KV-cache sampler), 'hf' "
+                          "(transformers generate) or 'vllm' (a colocated vLLM engine fed the trainer's weights "
+                          "after every optimizer step; needs vLLM installed, see the README)",
+                          choices=["engine", "hf", "vllm"])
     temperature: float = option(1.0, "sampling temperature (log-probs for the loss use the same one)", min=0.0)
     top_p: float = option(1.0, "nucleus sampling threshold; 1.0 is off", min=0.0, max=1.0)
     top_k: int = option(0, "keep only the k most likely tokens; 0 is off", min=0)
@@ -69,6 +71,23 @@ class RolloutConfig:
     memory_fraction: float = option(0.5, "share of the free CUDA memory the automatic max_batch_tokens may fill "
                                     "(the rest is headroom for activations and cache growth); 0 = no automatic "
                                     "budget", min=0.0, max=1.0)
+    # the vLLM backend's options (used with backend=vllm only)
+    vllm_gpu_memory_utilization: float = option(0.3, "vllm, CUDA: share of the WHOLE device vLLM takes for its "
+                                                "weights and KV cache (the trainer's weights, gradients and "
+                                                "optimizer state need the rest; vLLM's own default 0.9 runs out "
+                                                "of memory when colocated)", min=0.01, max=1.0)
+    vllm_kv_cache_gb: float = option(0.0, "vllm: KV-cache size in GiB; 0 = from vllm_gpu_memory_utilization on "
+                                     "CUDA, 2 GiB on CPU", min=0.0)
+    vllm_max_model_len: int = option(0, "vllm: longest prompt + completion in tokens it accepts (bounds its "
+                                     "KV-cache needs); 0 = the model config's max_position_embeddings", min=0)
+    vllm_sleep_level: int = option(0, "vllm, CUDA: sleep mode between generations: 0 off, 1 weights offloaded to "
+                                   "CPU memory and KV cache freed, 2 both freed (every sync then pushes all "
+                                   "weights)", choices=[0, 1, 2])
+    vllm_enforce_eager: bool = option(False, "vllm: no torch.compile / CUDA graphs (starts faster, decodes slower)")
+    vllm_check_every: int = option(50, "vllm: after this many weight syncs, check again that vLLM's greedy "
+                                   "completions equal aha's engine's on the trainer's weights (always checked "
+                                   "at the first generation; an AhaError stops the run if they differ); 0 = "
+                                   "only at the first", min=0)
 
     def validate(self) -> None:
         if not self.top_p > 0.0:

@@ -514,6 +514,8 @@ def optimizer_step(s: RLSession) -> float:
     norm = torch.nn.utils.clip_grad_norm_(s.model.parameters(), max_norm)
     s.optimizer.step()
     s.scheduler.step()
+    if hasattr(s.generator, "sync_weights"):  # a backend with its own copy of the weights (vLLM)
+        s.generator.sync_weights(s.model)
     return float(norm)
 
 

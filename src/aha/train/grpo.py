@@ -30,7 +30,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
 import random
 import time
 from itertools import islice
@@ -50,6 +49,16 @@ from aha.tasks.base import Example, Verdict, preopens_think, safe_verify
 from aha.train.checkpoint import list_checkpoints, remove_partial_checkpoints, restore_latest, save_checkpoint
 from aha.train.common import check_resume_config, load_policy, make_optimizer
 from aha.train.config import TrainConfig
+from aha.train.distributed import (
+    World,
+    global_advantages,
+    global_mini_batches,
+    init_world,
+    open_run,
+    sum_update_metrics,
+    whole_step,
+    world_summary,
+)
 from aha.train.logprobs import completion_logprobs, pad_rows, reference_logprobs
 from aha.train.resets import (
     ResetState,
@@ -139,6 +148,7 @@ class StepBatch:
     gen_seconds: float = 0.0
     score_seconds: float = 0.0
     gen_tokens: int = 0
+    last_round_first_group: int = 0  # the number of the first group sampled in the last round (metrics)
 
     @property
     def rollouts(self) -> list[Rollout]:
@@ -201,6 +211,8 @@ class RLSession:
     # ProRL: `cfg` is the current phase's config (aha.train.resets); `recipe` the run's own, unchanged
     recipe: TrainConfig | None = None
     resets: ResetState = dataclasses.field(default_factory=ResetState)
+    # the training processes (aha.train.distributed); one process unless launched by torchrun/accelerate
+    world: World = dataclasses.field(default_factory=World.single)
 
     def __post_init__(self) -> None:
         if self.recipe is None:
@@ -216,6 +228,8 @@ class RLSession:
         return self.prompt_cache[ex.id]
 
     def save(self, step: int, data_position: int) -> None:
+        if not self.world.main:
+            return  # rank 0 writes the checkpoint; every rank holds the same state
         reset_state, weights = checkpoint_extras(self)
         save_checkpoint(self.run.path, step, self.model, self.tokenizer, self.optimizer, self.scheduler,
                         {"data_position": data_position, "rewards": self.composer.state_dict(), **reset_state},
@@ -239,17 +253,20 @@ def train(cfg: TrainConfig) -> Path:
                 compute_logprobs(s, batch)
                 metrics = compute_advantages(s, batch)
                 metrics = {**update(s, batch, step), **metrics}
+                batch = whole_step(s.world, batch)  # every rank's rollouts, for the metrics and files
                 metrics = {**batch_metrics(batch), **metrics, "time/generation": batch.gen_seconds,
                            "time/scoring": batch.score_seconds, "time/update": time.time() - t_update,
                            "time/step": time.time() - t0,
                            "tokens_per_s": batch.gen_tokens / max(batch.gen_seconds, 1e-9), **reset_metrics(s)}
-                out_of_time = bool(cfg.max_seconds) and time.time() - loop_start >= cfg.max_seconds
+                # decisions every rank takes together (a signal or the clock may reach one rank first)
+                out_of_time = s.world.any(bool(cfg.max_seconds) and time.time() - loop_start >= cfg.max_seconds)
+                stopping = s.world.any(stop.requested is not None)
                 record(s, step, batch, metrics, data_position, last=step == cfg.steps or out_of_time,
-                       stopping=stop.requested is not None)
+                       stopping=stopping)
                 maybe_reset(s, step, metrics, data_position)  # ProRL: needs this step's validation
                 bar.update(1, reward=metrics.get("reward/total/mean", float("nan")), acc=metrics["accuracy"])
-                if stop.requested:
-                    s.run.log.info(f"stopped by {stop.requested} after step {step}, checkpoint written; "
+                if stopping:
+                    s.run.log.info(f"stopped by {stop.requested or 'another rank'} after step {step}, checkpoint written; "
                                    f"continue with: aha train resume={s.run.path}")
                     raise KeyboardInterrupt
                 if out_of_time:
@@ -267,8 +284,10 @@ def train(cfg: TrainConfig) -> Path:
         raise AhaError(f"writing the run under {s.run.path} failed in step {step}: {exc.strerror or exc}; "
                        "free space or fix the folder's permissions, then resume it") from None
     s.run.metrics.close()
-    save_final_model(s, s.run.path / "model")  # after LoRA resets: the whole merged model
-    s.tokenizer.save_pretrained(str(s.run.path / "model"))
+    if s.world.main:
+        save_final_model(s, s.run.path / "model")  # after LoRA resets: the whole merged model
+        s.tokenizer.save_pretrained(str(s.run.path / "model"))
+    s.world.barrier()  # the model folder is complete before any rank returns
     s.run.log.info(f"done: {s.run.path} (model in {s.run.path / 'model'})")
     return s.run.path
 
@@ -299,8 +318,10 @@ def start_session(cfg: TrainConfig) -> tuple[RLSession, int, int]:
                        "task.options.data={train: [...], test: [...]} or test_fraction; knights-knaves: "
                        "task.options.test_data), or set val_every=0")
 
-    run = RunDir.create(resume_from or cfg.run.out_dir or None, "train", resume=resume_from is not None,
-                        tensorboard=cfg.run.tensorboard, wandb_project=cfg.run.wandb_project)
+    world = init_world()
+    run = open_run(world, lambda: RunDir.create(resume_from or cfg.run.out_dir or None, "train",
+                                                resume=resume_from is not None, tensorboard=cfg.run.tensorboard,
+                                                wandb_project=cfg.run.wandb_project))  # rank 0 writes it
     if resume_from is None:
         run.write_config(cfg)
     seed_everything(cfg.run.seed)
@@ -314,11 +335,11 @@ def start_session(cfg: TrainConfig) -> tuple[RLSession, int, int]:
         model, cfg.optim.lr, cfg.optim.weight_decay, (cfg.optim.beta1, cfg.optim.beta2), cfg.optim.schedule,
         cfg.optim.warmup_steps, cfg.steps * updates_per_step, cfg.optim.min_lr_ratio, cfg.optim.master_weights)
     s = RLSession(cfg, task, train_examples, val_examples, composer, estimator, run, model, tokenizer,
-                  reference, generator, optimizer, scheduler, LogprobPlan.from_config(cfg))
+                  reference, generator, optimizer, scheduler, LogprobPlan.from_config(cfg), world=world)
 
     start_step, data_position = 0, 0
     if resume_from is not None:
-        for stale in remove_partial_checkpoints(resume_from):
+        for stale in (remove_partial_checkpoints(resume_from) if world.main else []):
             run.log.info(f"removed {stale}, a checkpoint whose writing was interrupted")
         resume_phase(s, resume_from)  # the checkpoint's phase: its adapter's shapes, its optimizer
         restored = restore_latest(resume_from, s.model, s.optimizer, s.scheduler, warn=run.log.warning,
@@ -330,11 +351,14 @@ def start_session(cfg: TrainConfig) -> tuple[RLSession, int, int]:
             start_step, data_position = state["step"], state["data_position"]
             composer.load_state_dict(state.get("rewards", {}))
             run.log.info(f"resumed from {ckpt} at step {start_step}")
-        last_time = truncate_metrics(run.path / "metrics.jsonl", start_step)
-        run.metrics.start = time.time() - last_time  # the metrics clock continues across a resume
+        if world.main:
+            last_time = truncate_metrics(run.path / "metrics.jsonl", start_step)
+            run.metrics.start = time.time() - last_time  # the metrics clock continues across a resume
     run.log.info(f"run directory: {run.path}")
     run.log.info(f"{len(train_examples)} train prompts, {len(val_examples)} validation prompts; "
                  f"{cfg.batch.prompts_per_step} prompts x {cfg.batch.samples_per_prompt} samples per step")
+    if world.distributed:
+        run.log.info(world_summary(world, cfg.batch.prompts_per_step, cfg.batch.samples_per_prompt))
     return s, start_step, data_position
 
 
@@ -347,18 +371,22 @@ def collect(s: RLSession, step: int, data_position: int) -> tuple[StepBatch, int
     cfg = s.cfg
     batch = StepBatch()
     rounds = 1 + (cfg.algo.max_resample_rounds if cfg.algo.dynamic_sampling else 0)
-    numbered = 0
+    numbered, kept = 0, 0
     for round_ in range(rounds):
-        need = cfg.batch.prompts_per_step - len(batch.groups)
-        examples = [example_at(s.train_examples, data_position + i, cfg.run.seed) for i in range(need)]
+        need = cfg.batch.prompts_per_step - kept  # kept: over every rank
+        mine = s.world.share(need)  # this rank's whole groups of the round (all of them on one process)
+        examples = [example_at(s.train_examples, data_position + i, cfg.run.seed) for i in mine]
         data_position += need
-        groups = sample_groups(s, batch, examples, step, round_, first_group=numbered)
+        batch.last_round_first_group = numbered
+        if examples:
+            groups = sample_groups(s, batch, examples, step, round_, first_group=numbered + mine.start)
+            score_groups(s, batch, groups)
+            for g in groups:
+                if not cfg.algo.dynamic_sampling or _spread(g) > 1e-9 or round_ == rounds - 1:
+                    batch.groups.append(g)
         numbered += need
-        score_groups(s, batch, groups)
-        for g in groups:
-            if not cfg.algo.dynamic_sampling or _spread(g) > 1e-9 or round_ == rounds - 1:
-                batch.groups.append(g)
-        if len(batch.groups) >= cfg.batch.prompts_per_step:
+        kept = int(s.world.sum([len(batch.groups)])[0])
+        if kept >= cfg.batch.prompts_per_step:
             break
     return batch, data_position
 
@@ -369,7 +397,8 @@ def sample_groups(s: RLSession, batch: StepBatch, examples: list[Example], step:
     r, G = s.cfg.rollout, s.cfg.batch.samples_per_prompt
     params = SamplingParams(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
                             max_new_tokens=r.max_new_tokens, n=G, stop=list(r.stop),
-                            seed=step_seed(s.cfg.run.seed, step, round_))
+                            seed=step_seed(s.cfg.run.seed, step, round_),
+                            index_offset=first_group - batch.last_round_first_group)  # the round's global index
     prompts = [s.prompt_ids(ex) for ex in examples]
     t = time.time()
     s.model.eval()
@@ -432,15 +461,22 @@ def compute_advantages(s: RLSession, batch: StepBatch) -> dict[str, float]:
     rollouts = batch.rollouts
     rewards = batch.rewards()  # (P, G)
     metrics: dict[str, float] = {}
-    if s.plan.kl_in_reward:
+    seq_kl = None
+    if s.plan.kl_in_reward and rollouts:  # (a rank of several can hold no kept group)
         # the sequence KL under the sampling policy, subtracted from the reward
         old = pad_rows([r.old_logprobs.cpu() for r in rollouts], max(len(r.completion_ids) for r in rollouts))
         ref = pad_rows([r.ref_logprobs.cpu() for r in rollouts], old.shape[1])  # (N, T)
         rewards, seq_kl = kl_penalty_rewards(rewards, old, ref, _length_mask(rollouts), a.kl_coef,
                                              kind=a.kl_estimator, clamp=a.kl_clamp or None)
         metrics["kl_in_reward"] = float(seq_kl.mean())
-    valid = torch.ones_like(rewards, dtype=torch.bool)  # (P, G)
-    advantages = s.estimator(rewards, valid, **a.advantage_options)  # (P, G)
+    if s.world.distributed:  # the estimator sees the whole step's (P, G) rewards, as on one process
+        advantages, kl_mean = global_advantages(s.world, batch.groups, rewards, s.estimator, a.advantage_options,
+                                                seq_kl, s.cfg.batch.samples_per_prompt)
+        if s.plan.kl_in_reward:
+            metrics["kl_in_reward"] = kl_mean
+    else:
+        valid = torch.ones_like(rewards, dtype=torch.bool)  # (P, G)
+        advantages = s.estimator(rewards, valid, **a.advantage_options)  # (P, G)
     for r, adv in zip(rollouts, advantages.reshape(-1).tolist()):
         r.advantage = adv
     return metrics
@@ -458,15 +494,16 @@ def update(s: RLSession, batch: StepBatch, step: int) -> dict[str, float]:
     sums: dict[str, float] = {}
     n_micro, n_mini, grad_norms = 0, 0, []
     order_gen = torch.Generator().manual_seed(step_seed(cfg.run.seed, step, 99))
-    mini_size = math.ceil(len(rollouts) / cfg.batch.mini_batches)
     for iteration in range(cfg.algo.num_iterations):
-        order = torch.randperm(len(rollouts), generator=order_gen).tolist()
-        for start in range(0, len(rollouts), mini_size):
+        # the mini-batches of the whole step's rollouts; on N ranks each rank takes its own rows of each
+        for mini in global_mini_batches(s.world, batch.groups, rollouts, cfg.batch.mini_batches, order_gen):
             # micro-batches of similar lengths pad less and share prompts (see `by_length`)
-            mini = by_length([rollouts[i] for i in order[start:start + mini_size]])
+            mini = by_length(mini)
             n_micro += accumulate_gradients(s, mini, first_pass=iteration == 0, sums=sums)
+            s.world.sync_gradients([p for p in s.model.parameters() if p.requires_grad])  # sum over ranks
             grad_norms.append(optimizer_step(s))
             n_mini += 1
+    sums, n_micro = sum_update_metrics(s.world, sums, n_micro)
     metrics = {k: v / max(n_mini if k in _ADDITIVE else n_micro, 1) for k, v in sums.items()}
     metrics["grad_norm"] = _mean(grad_norms)
     metrics["lr"] = s.scheduler.get_last_lr()[0]
@@ -478,9 +515,13 @@ def accumulate_gradients(s: RLSession, mini: list[Rollout], first_pass: bool, su
     loss divisors are the whole mini-batch's, so the split into micro-batches does not change the
     gradient. Adds the metrics to `sums`; returns the number of micro-batches."""
     a, plan = s.cfg.algo, s.plan
-    truncated = torch.tensor([r.truncated for r in mini])  # (M,)
-    batch_tokens, batch_rows = batch_divisors(loss_token_mask(_length_mask(mini), truncated, a.mask_truncated),
-                                              a.loss_agg)
+    batch_tokens, batch_rows = 0.0, 0.0  # a rank can hold no row of a mini-batch
+    if mini:
+        truncated = torch.tensor([r.truncated for r in mini])  # (M,)
+        batch_tokens, batch_rows = batch_divisors(loss_token_mask(_length_mask(mini), truncated, a.mask_truncated),
+                                                  a.loss_agg)
+    if s.world.distributed:  # the divisors are the whole mini-batch's, over every rank
+        batch_tokens, batch_rows = s.world.sum([batch_tokens, batch_rows])
     s.optimizer.zero_grad(set_to_none=True)
     micro_batches = _chunks(mini, s.cfg.batch.micro_batch_size)
     for micro in micro_batches:
@@ -557,17 +598,20 @@ def record(s: RLSession, step: int, batch: StepBatch, metrics: dict[str, Any], d
     validation figures). `last`: the run ends after this step; `stopping`: it stops early on a
     signal, with metrics and a checkpoint but no extra validation."""
     cfg = s.cfg
-    if cfg.save_rollouts:
+    if cfg.save_rollouts and s.world.main:
         _write_rollouts(s.run.path / "rollouts" / f"step_{step:05d}.jsonl", step, batch)
-    if cfg.val_every and (step % cfg.val_every == 0 or (last and not stopping)):
+    if cfg.val_every and (step % cfg.val_every == 0 or (last and not stopping)) and s.world.main:
         metrics.update(validate(s.model, s.tokenizer, s.generator, s.task, s.val_examples, cfg,
                                 preopens_think(s.task), s.run.path / "eval" / f"val_step_{step:05d}.jsonl"))
         s.model.train()
+    if s.world.distributed:  # rank 0's validation figures, for the reset triggers of every rank
+        metrics.update(s.world.from_main(metrics))
     if step % cfg.run.log_every == 0 or last or stopping:
         s.run.metrics.write(step, metrics)
     s.run.log.info(_summary(step, cfg.steps, metrics))
     if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or last or stopping:
         s.save(step, data_position)
+        s.world.barrier()  # every rank sees the checkpoint (the reset triggers look for it)
 
 
 # ----------------------------------------------------------------------------- validation

@@ -12,28 +12,35 @@ run computes exactly what it did before any of this existed.
 
 The rules the trainers follow on N ranks (see README "Multi-process training"):
 
-- RL: the global batch of a step is the one a single process would take. Each round of the collect stage
-  needs k prompts from the global data position; rank r gets the contiguous share `share(k)` of them as
-  whole groups (a prompt and all its samples on one rank), sampled with their global prompt index as the
-  seed index, so the sampled tokens do not depend on N. Group-local statistics need no communication;
-  the batch-level ones (the rewards matrix of a batch-whitening estimator, the loss divisors' token and row
-  counts, the metrics) are gathered or summed over the ranks. Dynamic sampling sums the kept groups every
-  round, so all ranks run the same rounds.
-- Gradients: every rank backpropagates its own rows with the *global* mini-batch divisors, then the
-  trainable parameters' gradients are summed over the ranks in one all-reduce per optimizer step
-  (`sync_gradients`), before clipping. That is the reduction DDP performs when micro-batches accumulate
-  under `no_sync`; it is done here once per optimizer step rather than in DDP's backward hooks because
-  the ranks' micro-batch counts differ (groups are whole, dynamic sampling drops unequal numbers per rank)
-  and DDP would hang on a rank with one backward fewer. A rank with nothing in a mini-batch still joins
-  the all-reduce with zeros: every rank runs the same number of optimizer steps. The result is the
-  single-process gradient up to float summation order.
-- SFT: the global token-budget batch of a step (the one a single process would train on) is cut into W
+- RL, collect: the global batch of a step is the one a single process would take. Each round of the
+  collect stage needs k prompts from the global data position; rank r samples and scores the contiguous
+  share `share(k)` of them as whole groups (a prompt and all its samples on one rank), seeded by their
+  index in the round (`SamplingParams.index_offset`), so the sampled tokens do not depend on N. Dynamic
+  sampling sums the kept groups over the ranks after every round, so all ranks run the same rounds
+  however unequally they drop. Then `whole_step` gives every rank every rank's rollouts (token ids,
+  rewards; small next to the model), in the order one process keeps them.
+- RL, log-probs and update: every rank then plans the same micro-batches as one process (same
+  length-sorted rows, same mini-batch permutation, the whole mini-batch's loss divisors) and runs every
+  N-th of them (`World.part`); the log-probs each rank computes are shared (`share_logprobs`), so the
+  advantages (REINFORCE++ whitening included) and KL penalties are computed on identical data. Each
+  micro-batch's forward and backward is then the single-process one, and the runs differ only in the
+  order the micro-batch gradients are added.
+- Gradients: each rank accumulates its micro-batches, then the trainable parameters' gradients are
+  summed over the ranks in one all-reduce per optimizer step (`sync_gradients`), before clipping: the
+  reduction DDP performs when micro-batches accumulate under `no_sync`. It runs once per optimizer step
+  instead of in DDP's backward hooks because ranks can hold different numbers of micro-batches (a
+  mini-batch of 3 micro-batches on 2 ranks), and DDP would hang on the rank with one backward fewer; a
+  rank with none joins the sum with zeros. Every rank runs the same optimizer steps on the same sum,
+  so the replicas stay identical. The forwards run on the plain model (no wrapper), so the prompt-sharing
+  cache, LoRA's disabled-adapter reference and the generation engine work unchanged.
+- SFT: the global token-budget batch of a step (the one a single process would train on) is cut into N
   contiguous row shares, one per rank; the loss is each rank's summed token cross-entropy divided by the
   global response-token count, and the gradients are summed as above.
 - I/O: rank 0 alone writes the run folder (config, logs, metrics, rollouts, validation files, plots,
   checkpoints, the final model); the other ranks get a `FollowerRun` that logs warnings to stderr and
-  writes nothing. Every rank reads a checkpoint on resume; the checkpoint holds nothing rank-specific
-  (identical weights and optimizer state on every rank), so a run resumes with any N whose shares divide.
+  writes nothing; rank 0's metrics (its validation figures) reach every rank, so ProRL reset triggers
+  agree. Every rank reads a checkpoint on resume; it holds nothing rank-specific (the replicas are
+  identical), so a run resumes with any N that divides its batch, 1 included.
 
 FSDP and DeepSpeed ZeRO configurations of accelerate (recipes/accelerate/{fsdp,zero2,zero3}.yaml) are
 recognised and refused at start with the fix (see `check_strategy`): this loop keeps a full replica on
@@ -147,6 +154,11 @@ class World:
             n = p.numel()
             p.grad = flat[offset:offset + n].view_as(p).to(p.dtype).clone() if got > 0 else None
             offset += n
+
+    def part(self, items: list[Any]) -> list[Any]:
+        """This rank's items of a list every rank holds (round robin: items r, r + N, ...), e.g. the
+        micro-batches of a step's forward passes. One process: all of them."""
+        return items[self.rank::self.size] if self.distributed else items
 
     def describe(self) -> str:
         return f"rank {self.rank} of {self.size} (local rank {self.local_rank})"
@@ -275,55 +287,21 @@ def _parent_cmdline() -> list[str]:
 # ----------------------------------------------------------------------------- the RL step on N ranks
 
 
-def global_advantages(world: World, groups: list[list[Any]], rewards: torch.Tensor, estimator: Any,
-                      options: dict[str, Any], seq_kl: torch.Tensor | None, group_size: int
-                      ) -> tuple[torch.Tensor, float]:
-    """This rank's (P_r, G) advantages from the estimator run on the whole step's (P, G) rewards.
-
-    groups: this rank's kept groups (rollouts with their global group number `.group`); rewards: their
-    (P_r, G) rewards (after the KL penalty when it is in the reward); seq_kl: (P_r * G,) that penalty's
-    sequence KL, or None. Every rank gathers every rank's rows, orders them by group number (the order
-    one process keeps them in), runs the estimator on the same matrix and takes its own rows back, so
-    batch statistics (REINFORCE++ whitening, a batch std) are the single-process ones.
-    Returns (advantages (P_r, G), the mean sequence KL over the whole step, 0 without seq_kl)."""
-    numbers = [g[0].group for g in groups]
-    rows = rewards.reshape(len(groups), group_size).cpu()  # (P_r, G)
-    kl_sum = float(seq_kl.double().sum()) if seq_kl is not None else 0.0
-    parts = world.gather((numbers, rows, kl_sum, rows.numel()))
-    everyone = sorted((n, row) for nums, rws, _, _ in parts for n, row in zip(nums, rws))
-    whole = torch.stack([row for _, row in everyone]) if everyone else rows  # (P, G)
-    advantages = estimator(whole, torch.ones_like(whole, dtype=torch.bool), **options)  # (P, G)
-    where = {n: i for i, (n, _) in enumerate(everyone)}
-    mine = advantages[[where[n] for n in numbers]] if numbers else advantages[:0]  # (P_r, G)
-    count = sum(c for *_, c in parts)
-    return mine, sum(k for _, _, k, _ in parts) / max(count, 1)
-
-
-def global_mini_batches(world: World, groups: list[list[Any]], rollouts: list[Any], mini_batches: int,
-                        order_gen: torch.Generator) -> list[list[Any]]:
-    """One update pass's mini-batches, this rank's rows of each.
-
-    One process: a random permutation of the step's N rollouts (from `order_gen`) cut into
-    `mini_batches` parts. N ranks draw the same permutation of the whole step's rollouts (numbered
-    group by group in group-number order, samples in order) and each keeps its own rows of every part,
-    so a mini-batch holds the rollouts it holds on one process; a rank can hold none of one (it still
-    joins the step's gradient sum). Every rank returns `mini_batches` lists (fewer only when N is smaller)."""
+def share_logprobs(world: World, rollouts: list[Any], computed: list[Any],
+                   names: tuple[str, ...] = ("old_logprobs", "ref_logprobs")) -> None:
+    """Give every rank the log-prob tensors (`names`) that each rank computed for its share of the step's
+    rollouts. `rollouts` is the whole step, in the same order on every rank (`whole_step`); `computed`
+    the ones this rank filled in."""
     if not world.distributed:
-        order = torch.randperm(len(rollouts), generator=order_gen).tolist()
-        size = math.ceil(len(rollouts) / mini_batches)
-        return [[rollouts[i] for i in order[start:start + size]] for start in range(0, len(rollouts), size)]
-    numbers = sorted(n for part in world.gather([g[0].group for g in groups]) for n in part)
-    group_size = int(world.max(float(len(groups[0]) if groups else 0)))
-    first = {n: i * group_size for i, n in enumerate(numbers)}
-    index = {id(r): first[g[0].group] + j for g in groups for j, r in enumerate(g)}  # global row numbers
-    total = len(numbers) * group_size
-    order = torch.randperm(total, generator=order_gen).tolist()
-    size = math.ceil(total / mini_batches)
-    out = []
-    for start in range(0, total, size):
-        members = set(order[start:start + size])
-        out.append([r for r in rollouts if index[id(r)] in members])
-    return out
+        return
+    where = {id(r): i for i, r in enumerate(rollouts)}
+    mine = {where[id(r)]: {n: getattr(r, n).detach().cpu() for n in names if getattr(r, n) is not None}
+            for r in computed}
+    device = _collective_device()
+    for part in world.gather(mine):
+        for i, tensors in part.items():
+            for n, t in tensors.items():
+                setattr(rollouts[i], n, t.to(device))
 
 
 def sum_update_metrics(world: World, sums: dict[str, float], n_micro: int) -> tuple[dict[str, float], int]:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import random
 import time
 from itertools import islice
@@ -51,10 +52,9 @@ from aha.train.common import check_resume_config, load_policy, make_optimizer
 from aha.train.config import TrainConfig
 from aha.train.distributed import (
     World,
-    global_advantages,
-    global_mini_batches,
     init_world,
     open_run,
+    share_logprobs,
     sum_update_metrics,
     whole_step,
     world_summary,
@@ -253,7 +253,6 @@ def train(cfg: TrainConfig) -> Path:
                 compute_logprobs(s, batch)
                 metrics = compute_advantages(s, batch)
                 metrics = {**update(s, batch, step), **metrics}
-                batch = whole_step(s.world, batch)  # every rank's rollouts, for the metrics and files
                 metrics = {**batch_metrics(batch), **metrics, "time/generation": batch.gen_seconds,
                            "time/scoring": batch.score_seconds, "time/update": time.time() - t_update,
                            "time/step": time.time() - t0,
@@ -266,7 +265,7 @@ def train(cfg: TrainConfig) -> Path:
                 maybe_reset(s, step, metrics, data_position)  # ProRL: needs this step's validation
                 bar.update(1, reward=metrics.get("reward/total/mean", float("nan")), acc=metrics["accuracy"])
                 if stopping:
-                    s.run.log.info(f"stopped by {stop.requested or 'another rank'} after step {step}, checkpoint written; "
+                    s.run.log.info(f"stopped by {stop.requested or 'a signal to another rank'} after step {step}, checkpoint written; "
                                    f"continue with: aha train resume={s.run.path}")
                     raise KeyboardInterrupt
                 if out_of_time:
@@ -373,7 +372,7 @@ def collect(s: RLSession, step: int, data_position: int) -> tuple[StepBatch, int
     rounds = 1 + (cfg.algo.max_resample_rounds if cfg.algo.dynamic_sampling else 0)
     numbered, kept = 0, 0
     for round_ in range(rounds):
-        need = cfg.batch.prompts_per_step - kept  # kept: over every rank
+        need = cfg.batch.prompts_per_step - kept  # kept: on every rank together
         mine = s.world.share(need)  # this rank's whole groups of the round (all of them on one process)
         examples = [example_at(s.train_examples, data_position + i, cfg.run.seed) for i in mine]
         data_position += need
@@ -388,7 +387,7 @@ def collect(s: RLSession, step: int, data_position: int) -> tuple[StepBatch, int
         kept = int(s.world.sum([len(batch.groups)])[0])
         if kept >= cfg.batch.prompts_per_step:
             break
-    return batch, data_position
+    return whole_step(s.world, batch), data_position  # N ranks: every rank's groups, on every rank
 
 
 def sample_groups(s: RLSession, batch: StepBatch, examples: list[Example], step: int, round_: int,
@@ -398,7 +397,7 @@ def sample_groups(s: RLSession, batch: StepBatch, examples: list[Example], step:
     params = SamplingParams(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
                             max_new_tokens=r.max_new_tokens, n=G, stop=list(r.stop),
                             seed=step_seed(s.cfg.run.seed, step, round_),
-                            index_offset=first_group - batch.last_round_first_group)  # the round's global index
+                            index_offset=first_group - batch.last_round_first_group)  # index in the round
     prompts = [s.prompt_ids(ex) for ex in examples]
     t = time.time()
     s.model.eval()
@@ -439,8 +438,9 @@ def compute_logprobs(s: RLSession, batch: StepBatch) -> None:
     plan = s.plan
     if not (plan.separate_old_pass or plan.need_ref):
         return
+    mine = s.world.part(_chunks(by_length(batch.rollouts), s.cfg.batch.micro_batch_size))  # N ranks: a share
     with torch.no_grad():
-        for mb in _chunks(by_length(batch.rollouts), s.cfg.batch.micro_batch_size):
+        for mb in mine:
             args = ([r.prompt_ids for r in mb], [r.completion_ids for r in mb], s.pad_id, s.cfg.rollout.temperature)
             if plan.separate_old_pass:
                 lp, _, mask = completion_logprobs(s.model, *args)  # (B, C) each
@@ -450,6 +450,7 @@ def compute_logprobs(s: RLSession, batch: StepBatch) -> None:
                 lp, _, mask = reference_logprobs(s.model, s.reference, *args)  # (B, C) each
                 for r, row, m in zip(mb, lp, mask):
                     r.ref_logprobs = row[m].detach()
+    share_logprobs(s.world, batch.rollouts, [r for mb in mine for r in mb])  # every rank gets every row's
 
 
 # ----------------------------------------------------------------------------- 3. advantages
@@ -461,22 +462,15 @@ def compute_advantages(s: RLSession, batch: StepBatch) -> dict[str, float]:
     rollouts = batch.rollouts
     rewards = batch.rewards()  # (P, G)
     metrics: dict[str, float] = {}
-    seq_kl = None
-    if s.plan.kl_in_reward and rollouts:  # (a rank of several can hold no kept group)
+    if s.plan.kl_in_reward:
         # the sequence KL under the sampling policy, subtracted from the reward
         old = pad_rows([r.old_logprobs.cpu() for r in rollouts], max(len(r.completion_ids) for r in rollouts))
         ref = pad_rows([r.ref_logprobs.cpu() for r in rollouts], old.shape[1])  # (N, T)
         rewards, seq_kl = kl_penalty_rewards(rewards, old, ref, _length_mask(rollouts), a.kl_coef,
                                              kind=a.kl_estimator, clamp=a.kl_clamp or None)
         metrics["kl_in_reward"] = float(seq_kl.mean())
-    if s.world.distributed:  # the estimator sees the whole step's (P, G) rewards, as on one process
-        advantages, kl_mean = global_advantages(s.world, batch.groups, rewards, s.estimator, a.advantage_options,
-                                                seq_kl, s.cfg.batch.samples_per_prompt)
-        if s.plan.kl_in_reward:
-            metrics["kl_in_reward"] = kl_mean
-    else:
-        valid = torch.ones_like(rewards, dtype=torch.bool)  # (P, G)
-        advantages = s.estimator(rewards, valid, **a.advantage_options)  # (P, G)
+    valid = torch.ones_like(rewards, dtype=torch.bool)  # (P, G)
+    advantages = s.estimator(rewards, valid, **a.advantage_options)  # (P, G)
     for r, adv in zip(rollouts, advantages.reshape(-1).tolist()):
         r.advantage = adv
     return metrics
@@ -494,15 +488,18 @@ def update(s: RLSession, batch: StepBatch, step: int) -> dict[str, float]:
     sums: dict[str, float] = {}
     n_micro, n_mini, grad_norms = 0, 0, []
     order_gen = torch.Generator().manual_seed(step_seed(cfg.run.seed, step, 99))
+    mini_size = math.ceil(len(rollouts) / cfg.batch.mini_batches)
     for iteration in range(cfg.algo.num_iterations):
-        # the mini-batches of the whole step's rollouts; on N ranks each rank takes its own rows of each
-        for mini in global_mini_batches(s.world, batch.groups, rollouts, cfg.batch.mini_batches, order_gen):
+        order = torch.randperm(len(rollouts), generator=order_gen).tolist()
+        for start in range(0, len(rollouts), mini_size):
             # micro-batches of similar lengths pad less and share prompts (see `by_length`)
-            mini = by_length(mini)
+            mini = by_length([rollouts[i] for i in order[start:start + mini_size]])
             n_micro += accumulate_gradients(s, mini, first_pass=iteration == 0, sums=sums)
-            s.world.sync_gradients([p for p in s.model.parameters() if p.requires_grad])  # sum over ranks
+            s.world.sync_gradients([p for p in s.model.parameters() if p.requires_grad])  # summed over ranks
             grad_norms.append(optimizer_step(s))
             n_mini += 1
+        if iteration == 0 and s.plan.old_from_first_pass:  # the next pass may draw another rank's rows
+            share_logprobs(s.world, rollouts, [r for r in rollouts if r.old_logprobs is not None], ("old_logprobs",))
     sums, n_micro = sum_update_metrics(s.world, sums, n_micro)
     metrics = {k: v / max(n_mini if k in _ADDITIVE else n_micro, 1) for k, v in sums.items()}
     metrics["grad_norm"] = _mean(grad_norms)
@@ -515,15 +512,11 @@ def accumulate_gradients(s: RLSession, mini: list[Rollout], first_pass: bool, su
     loss divisors are the whole mini-batch's, so the split into micro-batches does not change the
     gradient. Adds the metrics to `sums`; returns the number of micro-batches."""
     a, plan = s.cfg.algo, s.plan
-    batch_tokens, batch_rows = 0.0, 0.0  # a rank can hold no row of a mini-batch
-    if mini:
-        truncated = torch.tensor([r.truncated for r in mini])  # (M,)
-        batch_tokens, batch_rows = batch_divisors(loss_token_mask(_length_mask(mini), truncated, a.mask_truncated),
-                                                  a.loss_agg)
-    if s.world.distributed:  # the divisors are the whole mini-batch's, over every rank
-        batch_tokens, batch_rows = s.world.sum([batch_tokens, batch_rows])
+    truncated = torch.tensor([r.truncated for r in mini])  # (M,)
+    batch_tokens, batch_rows = batch_divisors(loss_token_mask(_length_mask(mini), truncated, a.mask_truncated),
+                                              a.loss_agg)
     s.optimizer.zero_grad(set_to_none=True)
-    micro_batches = _chunks(mini, s.cfg.batch.micro_batch_size)
+    micro_batches = s.world.part(_chunks(mini, s.cfg.batch.micro_batch_size))  # N ranks: this rank's share
     for micro in micro_batches:
         lp, ent, mask = completion_logprobs(
             s.model, [r.prompt_ids for r in micro], [r.completion_ids for r in micro], s.pad_id,

@@ -155,6 +155,15 @@ class World:
             p.grad = flat[offset:offset + n].view_as(p).to(p.dtype).clone() if got > 0 else None
             offset += n
 
+    def seed_dropout(self, seed: int) -> None:
+        """On N ranks, reseed the torch RNG (which only dropout draws from once the model is built) from
+        (seed, rank) at the start of a step's forward passes: the ranks draw different masks, and a
+        resumed run draws what the straight one did. One process: nothing (its RNG runs on as before).
+        With dropout active (LoRA's default lora.dropout=0.05) N ranks therefore draw other masks than
+        one process does: the runs agree in distribution, not number by number."""
+        if self.distributed:
+            torch.manual_seed((seed * 1_000_003 + self.rank * 7_919) % 2**31)
+
     def part(self, items: list[Any]) -> list[Any]:
         """This rank's items of a list every rank holds (round robin: items r, r + N, ...), e.g. the
         micro-batches of a step's forward passes. One process: all of them."""

@@ -387,6 +387,7 @@ def collect(s: RLSession, step: int, data_position: int) -> tuple[StepBatch, int
         kept = int(s.world.sum([len(batch.groups)])[0])
         if kept >= cfg.batch.prompts_per_step:
             break
+    s.world.seed_dropout(step_seed(cfg.run.seed, step, 7))  # N ranks: per-rank dropout masks; one: no-op
     return whole_step(s.world, batch), data_position  # N ranks: every rank's groups, on every rank
 
 

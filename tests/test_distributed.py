@@ -327,3 +327,10 @@ def test_reward_metrics_of_the_ranks_merge_into_the_whole_batch_figures():
     assert got["reward/a/errors"] == 1.0  # summed
     assert got["reward/a/seconds"] == 0.5  # the slowest rank
     assert got["reward/a/extra"] == 3.0  # a reward's own figure: weighted by rollouts, (4 * 2 + 2 * 2) / 4
+
+
+def test_commands_that_run_in_one_process_refuse_a_launcher(monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["eval", "--model", "m", "--task", "arithmetic"]) == 2
+    assert "runs in one process; under torchrun or accelerate launch only `aha train` and `aha sft` do" in \
+        capsys.readouterr().err

@@ -22,7 +22,10 @@ Dr. GRPO is `algo.advantage=dr_grpo algo.loss_agg=seq_mean_token_sum_norm`; DAPO
 `algo.clip_high=0.28 algo.dynamic_sampling=true algo.loss_agg=token_mean` with the overlong reward;
 REINFORCE++ is `algo.advantage=reinforce_pp`.
 
-Run: `aha train recipes/kk_grpo_tiny.yaml [key=value ...]`; continue: `aha train resume=RUN_DIR`.
+Run: `aha train recipes/kk_grpo_tiny.yaml [key=value ...]`; continue: `aha train resume=RUN_DIR`. On N
+processes (`torchrun --nproc_per_node N -m aha.cli train ...`) every rank runs the same stages: collect
+samples this rank's share of the groups and ends with every rank's groups on every rank; the forward
+passes are dealt out by micro-batch and the gradients summed; rank 0 writes (see `aha.train.distributed`).
 """
 
 from __future__ import annotations
@@ -245,7 +248,8 @@ def train(cfg: TrainConfig) -> Path:
     step = start_step
     loop_start = time.time()
     try:
-        with progress(cfg.steps - start_step, "train", cfg.run.progress) as bar, GracefulStop(s.run.log.info) as stop:
+        with progress(cfg.steps - start_step, "train", cfg.run.progress and s.world.main) as bar, \
+                GracefulStop(s.run.log.info) as stop:
             for step in range(start_step + 1, cfg.steps + 1):
                 t0 = time.time()
                 batch, data_position = collect(s, step, data_position)

@@ -373,7 +373,7 @@ def sft(cfg: SftConfig) -> Path:
     batches = token_budget_batches(lengths, cfg.batch_tokens, cfg.run.seed, epoch)
     window_tokens, window_start = 0, time.time()
     model.train()
-    with GracefulStop(log.info) as stop, progress(cfg.steps - step, "sft", cfg.run.progress) as bar:
+    with GracefulStop(log.info) as stop, progress(cfg.steps - step, "sft", cfg.run.progress and world.main) as bar:
         # on N ranks the clock and a signal decide for every rank together
         while step < cfg.steps and not world.any(bool(cfg.max_seconds and elapsed() >= cfg.max_seconds)
                                                  or stop.requested is not None):

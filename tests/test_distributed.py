@@ -334,3 +334,31 @@ def test_commands_that_run_in_one_process_refuse_a_launcher(monkeypatch, capsys)
     assert main(["eval", "--model", "m", "--task", "arithmetic"]) == 2
     assert "runs in one process; under torchrun or accelerate launch only `aha train` and `aha sft` do" in \
         capsys.readouterr().err
+
+
+def _sync_gradients_on_rank(rank: int, port: int) -> None:
+    """One of two gloo processes: rank 0 has gradients [1, 2] and [5]; rank 1 has [10, 20] and none for the
+    second parameter; neither has one for the third."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        params = [torch.zeros(2, requires_grad=True), torch.zeros(1, requires_grad=True),
+                  torch.zeros(3, requires_grad=True)]
+        params[0].grad = torch.tensor([1.0, 2.0]) if rank == 0 else torch.tensor([10.0, 20.0])
+        params[1].grad = torch.tensor([5.0]) if rank == 0 else None
+        world = World(rank=rank, size=2)
+        world.sync_gradients(params)
+        assert params[0].grad.tolist() == [11.0, 22.0]  # summed: 1 + 10, 2 + 20
+        assert params[1].grad.tolist() == [5.0]  # a rank without a gradient counts as zeros
+        assert params[2].grad is None  # no rank had one: AdamW skips it, as in one process
+        assert world.sum([1.0, rank]) == [2.0, 1.0]
+        assert world.any(rank == 1) and not world.any(False)
+        assert world.gather(rank) == [0, 1] and world.from_main(f"r{rank}") == "r0"
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_gradients_are_summed_over_two_gloo_processes():
+    torch.multiprocessing.spawn(_sync_gradients_on_rank, args=(_free_port(),), nprocs=2)

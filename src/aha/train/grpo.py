@@ -269,7 +269,8 @@ def train(cfg: TrainConfig) -> Path:
                 maybe_reset(s, step, metrics, data_position)  # ProRL: needs this step's validation
                 bar.update(1, reward=metrics.get("reward/total/mean", float("nan")), acc=metrics["accuracy"])
                 if stopping:
-                    s.run.log.info(f"stopped by {stop.requested or 'a signal to another rank'} after step {step}, checkpoint written; "
+                    by = stop.requested or "a signal to another rank"
+                    s.run.log.info(f"stopped by {by} after step {step}, checkpoint written; "
                                    f"continue with: aha train resume={s.run.path}")
                     raise KeyboardInterrupt
                 if out_of_time:
@@ -504,7 +505,8 @@ def update(s: RLSession, batch: StepBatch, step: int) -> dict[str, float]:
             grad_norms.append(optimizer_step(s))
             n_mini += 1
         if iteration == 0 and s.plan.old_from_first_pass:  # the next pass may draw another rank's rows
-            share_logprobs(s.world, rollouts, [r for r in rollouts if r.old_logprobs is not None], ("old_logprobs",))
+            share_logprobs(s.world, rollouts, [r for r in rollouts if r.old_logprobs is not None],
+                           ("old_logprobs",))
     sums, n_micro = sum_update_metrics(s.world, sums, n_micro)
     metrics = {k: v / max(n_mini if k in _ADDITIVE else n_micro, 1) for k, v in sums.items()}
     metrics["grad_norm"] = _mean(grad_norms)

@@ -315,8 +315,8 @@ def sft(cfg: SftConfig) -> Path:
     log.info(f"run directory: {run.path}")
     log.info(f"{len(train_set)} training examples ({sum(lengths)} tokens), {len(val_set)} validation examples")
     if world.distributed:
-        log.info(f"world size {world.size}: each batch of up to {cfg.batch_tokens} tokens is split into {world.size} "
-                 "row shares, one per rank; the loss is averaged over the batch's response tokens")
+        log.info(f"world size {world.size}: each batch of up to {cfg.batch_tokens} tokens is split into "
+                 f"{world.size} row shares, one per rank; the loss is averaged over the batch's response tokens")
 
     params = [p for p in model.parameters() if p.requires_grad]
     o = cfg.optim
@@ -418,8 +418,8 @@ def sft(cfg: SftConfig) -> Path:
                 checkpoint()
         checkpoint()
     if world.any(stop.requested is not None):  # every rank stops, whichever got the signal
-        log.info(f"{stop.requested or 'a signal to another rank'}: stopped with a checkpoint at step {step}; continue with "
-                 f"`aha sft resume={run.path}`")
+        by = stop.requested or "a signal to another rank"
+        log.info(f"{by}: stopped with a checkpoint at step {step}; continue with `aha sft resume={run.path}`")
         run.metrics.close()
         raise KeyboardInterrupt
     run.metrics.close()

@@ -9,8 +9,10 @@ advantages, losses and final weights (within 1e-6 in fp32). Each checks the worl
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -22,9 +24,16 @@ import torch
 from safetensors.torch import load_file
 
 from aha.cli import main
+from aha.errors import AhaError
 from aha.rewards.base import RewardBatch, RewardOutput
 from aha.runs import read_jsonl
-from aha.train.distributed import World, check_batch_divides, merge_reward_metrics, requested_processes
+from aha.train.distributed import (
+    World,
+    check_batch_divides,
+    check_strategy,
+    merge_reward_metrics,
+    requested_processes,
+)
 from tests.test_grpo import vowel_share
 
 REPO = Path(__file__).resolve().parents[1]
@@ -362,3 +371,16 @@ def _sync_gradients_on_rank(rank: int, port: int) -> None:
 @pytest.mark.slow
 def test_gradients_are_summed_over_two_gloo_processes():
     torch.multiprocessing.spawn(_sync_gradients_on_rank, args=(_free_port(),), nprocs=2)
+
+
+@pytest.mark.parametrize(("variable", "message"), [
+    ("ACCELERATE_USE_FSDP", "FSDP is not supported by aha's trainers yet"),  # fsdp.yaml
+    # zero2/zero3.yaml; DeepSpeed is not installed here, so the install command comes first
+    ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed, which is not installed: `pip install deepspeed`"),
+])
+def test_sharded_strategies_are_refused_with_the_fix(monkeypatch, variable, message):
+    if variable == "ACCELERATE_USE_DEEPSPEED" and importlib.util.find_spec("deepspeed"):
+        message = "DeepSpeed ZeRO is not supported"
+    monkeypatch.setenv(variable, "true")
+    with pytest.raises(AhaError, match=re.escape(message)):
+        check_strategy()

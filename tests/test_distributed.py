@@ -350,6 +350,9 @@ def _sync_gradients_on_rank(rank: int, port: int) -> None:
     second parameter; neither has one for the third."""
     import torch.distributed as dist
 
+    import aha.train.distributed as distributed
+
+    distributed._BUCKET = 2  # a bucket per parameter here: the split path too
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
         params = [torch.zeros(2, requires_grad=True), torch.zeros(1, requires_grad=True),

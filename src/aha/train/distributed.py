@@ -137,23 +137,28 @@ class World:
             torch.distributed.barrier()
 
     def sync_gradients(self, params: list[torch.Tensor]) -> None:
-        """Sum the gradients of `params` over the ranks, in one flat all-reduce.
+        """Sum the gradients of `params` over the ranks, in flat all-reduces of up to `_BUCKET` values
+        (DDP's buckets; one copy of the whole gradient at once would double its memory).
 
         A parameter that got no gradient on any rank keeps `grad = None` (AdamW then skips it, as on
         one process); one that got a gradient somewhere gets the sum, zeros counted for the others."""
         if not self.distributed or not params:
             return
-        device = params[0].device
-        had = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=device)  # (n,)
-        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float()
-                          for p in params])  # (sum of numels,)
+        had = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=params[0].device)
         torch.distributed.all_reduce(had)
-        torch.distributed.all_reduce(flat)
-        offset = 0
+        bucket: list[torch.Tensor] = []
+        size = 0
         for p, got in zip(params, had.tolist()):
-            n = p.numel()
-            p.grad = flat[offset:offset + n].view_as(p).to(p.dtype).clone() if got > 0 else None
-            offset += n
+            if got == 0:
+                p.grad = None
+                continue
+            bucket.append(p)
+            size += p.numel()
+            if size >= _BUCKET:
+                _sum_bucket(bucket)
+                bucket, size = [], 0
+        if bucket:
+            _sum_bucket(bucket)
 
     def seed_dropout(self, seed: int) -> None:
         """On N ranks, reseed the torch RNG (which only dropout draws from once the model is built) from
@@ -171,6 +176,22 @@ class World:
 
     def describe(self) -> str:
         return f"rank {self.rank} of {self.size} (local rank {self.local_rank})"
+
+
+# values per gradient all-reduce (64 MiB of fp32)
+_BUCKET = 1 << 24
+
+
+def _sum_bucket(params: list[torch.Tensor]) -> None:
+    """All-reduce (sum) the gradients of `params` as one flat fp32 buffer; a missing gradient counts as zeros."""
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float()
+                      for p in params])  # (sum of numels,)
+    torch.distributed.all_reduce(flat)
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[offset:offset + n].view_as(p).to(p.dtype).clone()
+        offset += n
 
 
 def _collective_device() -> torch.device:

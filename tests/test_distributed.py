@@ -159,7 +159,9 @@ def assert_written_once(one: Path, two: Path) -> None:
 
 # ----------------------------------------------------------------------------- GRPO
 
-KL = ["algo.kl_coef=0.04", "batch.mini_batches=2", "batch.micro_batch_size=2"]
+# validation at step 3 (the end): 5 held-out prompts, split 3 + 2 over the ranks
+KL = ["algo.kl_coef=0.04", "batch.mini_batches=2", "batch.micro_batch_size=2", "val_every=3", "val_size=5",
+      "val_temperature=1.0"]
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +180,8 @@ def test_grpo_with_kl_on_two_processes_equals_one(kl_runs):
     assert_same_metrics(one, two, ("loss", "pg_loss", "kl", "grad_norm", "reward/total/mean", "accuracy"))
     assert_same_weights(one, two)
     assert_written_once(one, two)
+    assert read_jsonl(one / "eval" / "val_step_00003.jsonl") == read_jsonl(two / "eval" / "val_step_00003.jsonl")
+    assert metrics(one)[-1]["val/accuracy"] == metrics(two)[-1]["val/accuracy"]
     assert "rank 0: 1 prompts x 4 samples, rank 1: 1 prompts x 4 samples" in (two / "run.log").read_text()
 
 

@@ -38,9 +38,10 @@ The rules the trainers follow on N ranks (see README "Multi-process training"):
   global response-token count, and the gradients are summed as above.
 - I/O: rank 0 alone writes the run folder (config, logs, metrics, rollouts, validation files, plots,
   checkpoints, the final model); the other ranks get a `FollowerRun` that logs warnings to stderr and
-  writes nothing; rank 0's metrics (its validation figures) reach every rank, so ProRL reset triggers
-  agree. Every rank reads a checkpoint on resume; it holds nothing rank-specific (the replicas are
-  identical), so a run resumes with any N that divides its batch, 1 included.
+  writes nothing. Validation is split by `share` and gathered (`gather_completions`), so every rank has
+  the same figures and ProRL reset triggers agree. Every rank reads a checkpoint on resume; it holds
+  nothing rank-specific (the replicas are identical), so a run resumes with any N that divides its
+  batch, 1 included.
 
 FSDP and DeepSpeed ZeRO configurations of accelerate (recipes/accelerate/{fsdp,zero2,zero3}.yaml) are
 recognised and refused at start with the fix (see `check_strategy`): this loop keeps a full replica on
@@ -332,6 +333,19 @@ def share_logprobs(world: World, rollouts: list[Any], computed: list[Any],
         for i, tensors in part.items():
             for n, t in tensors.items():
                 setattr(rollouts[i], n, t.to(device))
+
+
+def gather_completions(world: World, completions: list[Any], verdicts: list[Any], first: int
+                       ) -> tuple[list[Any], list[Any]]:
+    """Every rank's (completion, verdict) pairs of a request split by `share`, on every rank, in prompt
+    order, each completion's prompt_index made global (this rank's request began at prompt `first`).
+    One process: the lists as they are."""
+    if not world.distributed:
+        return completions, verdicts
+    mine = [(dataclasses.replace(c, prompt_index=first + c.prompt_index), v) for c, v in zip(completions, verdicts)]
+    pairs = sorted((pair for part in world.gather(mine) for pair in part),
+                   key=lambda cv: (cv[0].prompt_index, cv[0].sample_index))
+    return [c for c, _ in pairs], [v for _, v in pairs]
 
 
 def sum_update_metrics(world: World, sums: dict[str, float], n_micro: int) -> tuple[dict[str, float], int]:

@@ -55,6 +55,7 @@ from aha.train.common import check_resume_config, load_policy, make_optimizer
 from aha.train.config import TrainConfig
 from aha.train.distributed import (
     World,
+    gather_completions,
     init_world,
     open_run,
     share_logprobs,
@@ -600,12 +601,11 @@ def record(s: RLSession, step: int, batch: StepBatch, metrics: dict[str, Any], d
     cfg = s.cfg
     if cfg.save_rollouts and s.world.main:
         _write_rollouts(s.run.path / "rollouts" / f"step_{step:05d}.jsonl", step, batch)
-    if cfg.val_every and (step % cfg.val_every == 0 or (last and not stopping)) and s.world.main:
+    if cfg.val_every and (step % cfg.val_every == 0 or (last and not stopping)):
+        out_file = s.run.path / "eval" / f"val_step_{step:05d}.jsonl" if s.world.main else None
         metrics.update(validate(s.model, s.tokenizer, s.generator, s.task, s.val_examples, cfg,
-                                preopens_think(s.task), s.run.path / "eval" / f"val_step_{step:05d}.jsonl"))
+                                preopens_think(s.task), out_file, world=s.world))
         s.model.train()
-    if s.world.distributed:  # rank 0's validation figures, for the reset triggers of every rank
-        metrics.update(s.world.from_main(metrics))
     if step % cfg.run.log_every == 0 or last or stopping:
         s.run.metrics.write(step, metrics)
     s.run.log.info(_summary(step, cfg.steps, metrics))
@@ -618,19 +618,23 @@ def record(s: RLSession, step: int, batch: StepBatch, metrics: dict[str, Any], d
 
 
 def validate(model: Any, tokenizer: Any, generator: Any, task: Any, examples: list[Example], cfg: TrainConfig,
-             think_preopened: bool, out_file: Path | None = None) -> dict[str, float]:
+             think_preopened: bool, out_file: Path | None = None, world: World | None = None) -> dict[str, float]:
     """Single-sample accuracy on held-out examples, overall and per bucket (greedy unless
-    val_temperature > 0)."""
+    val_temperature > 0). On N ranks (`world`) each rank generates and verifies its share of the
+    examples and every rank gets all of them back (the figures are the whole set's)."""
     if not examples:
         return {}
-    prompts = [render_prompt(tokenizer, ex.prompt, think_preopened) for ex in examples]
+    world = world or World.single()
+    mine = world.share(len(examples))  # one process: all of them
+    prompts = [render_prompt(tokenizer, ex.prompt, think_preopened) for ex in examples[mine.start:mine.stop]]
     params = SamplingParams(temperature=cfg.val_temperature, top_p=cfg.val_top_p,
                             max_new_tokens=cfg.val_max_new_tokens or cfg.rollout.max_new_tokens,
-                            n=1, stop=list(cfg.rollout.stop), seed=cfg.run.seed)
+                            n=1, stop=list(cfg.rollout.stop), seed=cfg.run.seed, index_offset=mine.start)
     model.eval()
     with torch.no_grad():
-        completions = generator.generate(prompts, params)
-    verdicts = [safe_verify(task, c.text, examples[c.prompt_index]) for c in completions]
+        completions = generator.generate(prompts, params) if prompts else []
+    verdicts = [safe_verify(task, c.text, examples[mine.start + c.prompt_index]) for c in completions]
+    completions, verdicts = gather_completions(world, completions, verdicts, mine.start)
     out = {
         "val/accuracy": _mean(v.correct for v in verdicts),
         "val/format_rate": _mean(v.format_ok for v in verdicts),

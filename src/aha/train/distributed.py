@@ -24,9 +24,9 @@ The rules the trainers follow on N ranks (see README "Multi-process training"):
   N-th of them (`World.part`); the log-probs each rank computes are shared (`share_logprobs`), so the
   advantages (REINFORCE++ whitening included) and KL penalties are computed on identical data. Each
   micro-batch's forward and backward is then the single-process one, and the runs differ only in the
-  order the micro-batch gradients are added.
+  order the micro-batch gradients are added (and in dropout masks, see `World.seed_dropout`).
 - Gradients: each rank accumulates its micro-batches, then the trainable parameters' gradients are
-  summed over the ranks in one all-reduce per optimizer step (`sync_gradients`), before clipping: the
+  summed over the ranks once per optimizer step (`sync_gradients`, 64 MiB buckets), before clipping: the
   reduction DDP performs when micro-batches accumulate under `no_sync`. It runs once per optimizer step
   instead of in DDP's backward hooks because ranks can hold different numbers of micro-batches (a
   mini-batch of 3 micro-batches on 2 ranks), and DDP would hang on the rank with one backward fewer; a
@@ -174,9 +174,6 @@ class World:
         """This rank's items of a list every rank holds (round robin: items r, r + N, ...), e.g. the
         micro-batches of a step's forward passes. One process: all of them."""
         return items[self.rank::self.size] if self.distributed else items
-
-    def describe(self) -> str:
-        return f"rank {self.rank} of {self.size} (local rank {self.local_rank})"
 
 
 # values per gradient all-reduce (64 MiB of fp32)

@@ -391,3 +391,19 @@ def test_sharded_strategies_are_refused_with_the_fix(monkeypatch, variable, mess
     monkeypatch.setenv(variable, "true")
     with pytest.raises(AhaError, match=re.escape(message)):
         check_strategy()
+
+
+@pytest.mark.parametrize(("name", "kind", "setting"), [
+    ("ddp", "MULTI_GPU", None),  # also starts N processes on CPU (gloo); the one aha trains with
+    ("fsdp", "FSDP", ("fsdp_config", "fsdp_sharding_strategy", "FULL_SHARD")),
+    ("zero2", "DEEPSPEED", ("deepspeed_config", "zero_stage", 2)),
+    ("zero3", "DEEPSPEED", ("deepspeed_config", "zero_stage", 3)),
+])
+def test_shipped_accelerate_configs(name, kind, setting):
+    import yaml
+
+    config = yaml.safe_load((REPO / "recipes" / "accelerate" / f"{name}.yaml").read_text())
+    assert config["distributed_type"] == kind and config["use_cpu"] is False
+    if setting is not None:
+        section, key, value = setting
+        assert config[section][key] == value

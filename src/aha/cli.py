@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from aha import __version__
@@ -42,12 +43,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# the commands that run on N processes under a launcher (WORLD_SIZE > 1); the others refuse
+_MULTI_PROCESS = ("train", "sft")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0
+    if os.environ.get("WORLD_SIZE", "1").strip() not in ("", "1") and args.command not in _MULTI_PROCESS:
+        print(f"aha {args.command}: error: runs in one process; under torchrun or accelerate launch only "
+              f"{' and '.join(f'`aha {c}`' for c in _MULTI_PROCESS)} do (aha.train.distributed)", file=sys.stderr)
+        return 2
     try:
         return int(args._run(args) or 0)
     except AhaError as exc:

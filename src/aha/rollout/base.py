@@ -34,6 +34,8 @@ class SamplingParams:
     n: completions per prompt.
     stop: strings that end a completion (the stop string is kept in the output).
     seed: base seed; completion j of prompt i is reproducible from (seed, i, j) on CPU.
+    index_offset: added to i in that seed (the engine): a request holding prompts first_index.. of a larger
+        batch (one rank's share of a step, see aha.train.distributed) samples what the whole batch would.
     """
 
     temperature: float = 1.0
@@ -43,6 +45,7 @@ class SamplingParams:
     n: int = 1
     stop: list[str] = field(default_factory=list)
     seed: int = 0
+    index_offset: int = 0
 
 
 @dataclass

@@ -307,7 +307,8 @@ class EngineGenerator:
                 valid[:, :P] = valid_u.index_select(0, ru)
         logits = logits.index_select(0, ru)  # (R, V)
         pos = plen.index_select(0, ru)  # (R,) position of the next token
-        keys = row_keys(params.seed, torch.tensor([row.prompt_index for row in state], device=device),
+        keys = row_keys(params.seed, torch.tensor([row.prompt_index + params.index_offset for row in state],
+                                                device=device),
                         torch.tensor([row.sample_index for row in state], device=device))  # (R,)
         # the uniforms of a block of steps at once: row b reads column t % block at step t (greedy
         # reads none); blocks bound the table's memory for long generations of many rows

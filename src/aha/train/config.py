@@ -293,6 +293,9 @@ class TrainConfig:
     def validate(self) -> None:
         if not self.rewards:
             raise ValueError("no rewards: list at least one under `rewards`")
+        from aha.train.distributed import check_batch_divides
+
+        check_batch_divides(self.batch.prompts_per_step)  # under torchrun/accelerate: whole groups per rank
         if self.algo.dynamic_sampling and self.algo.max_resample_rounds < 1:
             raise ValueError("algo.dynamic_sampling needs algo.max_resample_rounds >= 1")
         if 0 < self.algo.clip_ratio_c <= 1:

@@ -22,7 +22,10 @@ Dr. GRPO is `algo.advantage=dr_grpo algo.loss_agg=seq_mean_token_sum_norm`; DAPO
 `algo.clip_high=0.28 algo.dynamic_sampling=true algo.loss_agg=token_mean` with the overlong reward;
 REINFORCE++ is `algo.advantage=reinforce_pp`.
 
-Run: `aha train recipes/kk_grpo_tiny.yaml [key=value ...]`; continue: `aha train resume=RUN_DIR`.
+Run: `aha train recipes/kk_grpo_tiny.yaml [key=value ...]`; continue: `aha train resume=RUN_DIR`. On N
+processes (`torchrun --nproc_per_node N -m aha.cli train ...`) every rank runs the same stages: collect
+samples this rank's share of the groups and ends with every rank's groups on every rank; the forward
+passes are dealt out by micro-batch and the gradients summed; rank 0 writes (see `aha.train.distributed`).
 """
 
 from __future__ import annotations
@@ -50,6 +53,16 @@ from aha.tasks.base import Example, Verdict, preopens_think, safe_verify
 from aha.train.checkpoint import list_checkpoints, remove_partial_checkpoints, restore_latest, save_checkpoint
 from aha.train.common import check_resume_config, load_policy, make_optimizer
 from aha.train.config import TrainConfig
+from aha.train.distributed import (
+    World,
+    gather_completions,
+    init_world,
+    open_run,
+    share_logprobs,
+    sum_update_metrics,
+    whole_step,
+    world_summary,
+)
 from aha.train.logprobs import completion_logprobs, pad_rows, reference_logprobs
 from aha.train.resets import (
     ResetState,
@@ -139,6 +152,7 @@ class StepBatch:
     gen_seconds: float = 0.0
     score_seconds: float = 0.0
     gen_tokens: int = 0
+    last_round_first_group: int = 0  # the number of the first group sampled in the last round (metrics)
 
     @property
     def rollouts(self) -> list[Rollout]:
@@ -201,6 +215,8 @@ class RLSession:
     # ProRL: `cfg` is the current phase's config (aha.train.resets); `recipe` the run's own, unchanged
     recipe: TrainConfig | None = None
     resets: ResetState = dataclasses.field(default_factory=ResetState)
+    # the training processes (aha.train.distributed); one process unless launched by torchrun/accelerate
+    world: World = dataclasses.field(default_factory=World.single)
 
     def __post_init__(self) -> None:
         if self.recipe is None:
@@ -216,6 +232,8 @@ class RLSession:
         return self.prompt_cache[ex.id]
 
     def save(self, step: int, data_position: int) -> None:
+        if not self.world.main:
+            return  # rank 0 writes the checkpoint; every rank holds the same state
         reset_state, weights = checkpoint_extras(self)
         save_checkpoint(self.run.path, step, self.model, self.tokenizer, self.optimizer, self.scheduler,
                         {"data_position": data_position, "rewards": self.composer.state_dict(), **reset_state},
@@ -231,7 +249,8 @@ def train(cfg: TrainConfig) -> Path:
     step = start_step
     loop_start = time.time()
     try:
-        with progress(cfg.steps - start_step, "train", cfg.run.progress) as bar, GracefulStop(s.run.log.info) as stop:
+        with progress(cfg.steps - start_step, "train", cfg.run.progress and s.world.main) as bar, \
+                GracefulStop(s.run.log.info) as stop:
             for step in range(start_step + 1, cfg.steps + 1):
                 t0 = time.time()
                 batch, data_position = collect(s, step, data_position)
@@ -243,13 +262,16 @@ def train(cfg: TrainConfig) -> Path:
                            "time/scoring": batch.score_seconds, "time/update": time.time() - t_update,
                            "time/step": time.time() - t0,
                            "tokens_per_s": batch.gen_tokens / max(batch.gen_seconds, 1e-9), **reset_metrics(s)}
-                out_of_time = bool(cfg.max_seconds) and time.time() - loop_start >= cfg.max_seconds
+                # decisions every rank takes together (a signal or the clock may reach one rank first)
+                out_of_time = s.world.any(bool(cfg.max_seconds) and time.time() - loop_start >= cfg.max_seconds)
+                stopping = s.world.any(stop.requested is not None)
                 record(s, step, batch, metrics, data_position, last=step == cfg.steps or out_of_time,
-                       stopping=stop.requested is not None)
+                       stopping=stopping)
                 maybe_reset(s, step, metrics, data_position)  # ProRL: needs this step's validation
                 bar.update(1, reward=metrics.get("reward/total/mean", float("nan")), acc=metrics["accuracy"])
-                if stop.requested:
-                    s.run.log.info(f"stopped by {stop.requested} after step {step}, checkpoint written; "
+                if stopping:
+                    by = stop.requested or "a signal to another rank"
+                    s.run.log.info(f"stopped by {by} after step {step}, checkpoint written; "
                                    f"continue with: aha train resume={s.run.path}")
                     raise KeyboardInterrupt
                 if out_of_time:
@@ -267,8 +289,10 @@ def train(cfg: TrainConfig) -> Path:
         raise AhaError(f"writing the run under {s.run.path} failed in step {step}: {exc.strerror or exc}; "
                        "free space or fix the folder's permissions, then resume it") from None
     s.run.metrics.close()
-    save_final_model(s, s.run.path / "model")  # after LoRA resets: the whole merged model
-    s.tokenizer.save_pretrained(str(s.run.path / "model"))
+    if s.world.main:
+        save_final_model(s, s.run.path / "model")  # after LoRA resets: the whole merged model
+        s.tokenizer.save_pretrained(str(s.run.path / "model"))
+    s.world.barrier()  # the model folder is complete before any rank returns
     s.run.log.info(f"done: {s.run.path} (model in {s.run.path / 'model'})")
     return s.run.path
 
@@ -299,8 +323,10 @@ def start_session(cfg: TrainConfig) -> tuple[RLSession, int, int]:
                        "task.options.data={train: [...], test: [...]} or test_fraction; knights-knaves: "
                        "task.options.test_data), or set val_every=0")
 
-    run = RunDir.create(resume_from or cfg.run.out_dir or None, "train", resume=resume_from is not None,
-                        tensorboard=cfg.run.tensorboard, wandb_project=cfg.run.wandb_project)
+    world = init_world()
+    run = open_run(world, lambda: RunDir.create(resume_from or cfg.run.out_dir or None, "train",
+                                                resume=resume_from is not None, tensorboard=cfg.run.tensorboard,
+                                                wandb_project=cfg.run.wandb_project))  # rank 0 writes it
     if resume_from is None:
         run.write_config(cfg)
     seed_everything(cfg.run.seed)
@@ -314,11 +340,11 @@ def start_session(cfg: TrainConfig) -> tuple[RLSession, int, int]:
         model, cfg.optim.lr, cfg.optim.weight_decay, (cfg.optim.beta1, cfg.optim.beta2), cfg.optim.schedule,
         cfg.optim.warmup_steps, cfg.steps * updates_per_step, cfg.optim.min_lr_ratio, cfg.optim.master_weights)
     s = RLSession(cfg, task, train_examples, val_examples, composer, estimator, run, model, tokenizer,
-                  reference, generator, optimizer, scheduler, LogprobPlan.from_config(cfg))
+                  reference, generator, optimizer, scheduler, LogprobPlan.from_config(cfg), world=world)
 
     start_step, data_position = 0, 0
     if resume_from is not None:
-        for stale in remove_partial_checkpoints(resume_from):
+        for stale in (remove_partial_checkpoints(resume_from) if world.main else []):
             run.log.info(f"removed {stale}, a checkpoint whose writing was interrupted")
         resume_phase(s, resume_from)  # the checkpoint's phase: its adapter's shapes, its optimizer
         restored = restore_latest(resume_from, s.model, s.optimizer, s.scheduler, warn=run.log.warning,
@@ -330,11 +356,14 @@ def start_session(cfg: TrainConfig) -> tuple[RLSession, int, int]:
             start_step, data_position = state["step"], state["data_position"]
             composer.load_state_dict(state.get("rewards", {}))
             run.log.info(f"resumed from {ckpt} at step {start_step}")
-        last_time = truncate_metrics(run.path / "metrics.jsonl", start_step)
-        run.metrics.start = time.time() - last_time  # the metrics clock continues across a resume
+        if world.main:
+            last_time = truncate_metrics(run.path / "metrics.jsonl", start_step)
+            run.metrics.start = time.time() - last_time  # the metrics clock continues across a resume
     run.log.info(f"run directory: {run.path}")
     run.log.info(f"{len(train_examples)} train prompts, {len(val_examples)} validation prompts; "
                  f"{cfg.batch.prompts_per_step} prompts x {cfg.batch.samples_per_prompt} samples per step")
+    if world.distributed:
+        run.log.info(world_summary(world, cfg.batch.prompts_per_step, cfg.batch.samples_per_prompt))
     return s, start_step, data_position
 
 
@@ -347,20 +376,25 @@ def collect(s: RLSession, step: int, data_position: int) -> tuple[StepBatch, int
     cfg = s.cfg
     batch = StepBatch()
     rounds = 1 + (cfg.algo.max_resample_rounds if cfg.algo.dynamic_sampling else 0)
-    numbered = 0
+    numbered, kept = 0, 0
     for round_ in range(rounds):
-        need = cfg.batch.prompts_per_step - len(batch.groups)
-        examples = [example_at(s.train_examples, data_position + i, cfg.run.seed) for i in range(need)]
+        need = cfg.batch.prompts_per_step - kept  # kept: on every rank together
+        mine = s.world.share(need)  # this rank's whole groups of the round (all of them on one process)
+        examples = [example_at(s.train_examples, data_position + i, cfg.run.seed) for i in mine]
         data_position += need
-        groups = sample_groups(s, batch, examples, step, round_, first_group=numbered)
+        batch.last_round_first_group = numbered
+        if examples:
+            groups = sample_groups(s, batch, examples, step, round_, first_group=numbered + mine.start)
+            score_groups(s, batch, groups)
+            for g in groups:
+                if not cfg.algo.dynamic_sampling or _spread(g) > 1e-9 or round_ == rounds - 1:
+                    batch.groups.append(g)
         numbered += need
-        score_groups(s, batch, groups)
-        for g in groups:
-            if not cfg.algo.dynamic_sampling or _spread(g) > 1e-9 or round_ == rounds - 1:
-                batch.groups.append(g)
-        if len(batch.groups) >= cfg.batch.prompts_per_step:
+        kept = int(s.world.sum([len(batch.groups)])[0])
+        if kept >= cfg.batch.prompts_per_step:
             break
-    return batch, data_position
+    s.world.seed_dropout(step_seed(cfg.run.seed, step, 7))  # N ranks: per-rank dropout masks; one: no-op
+    return whole_step(s.world, batch), data_position  # N ranks: every rank's groups, on every rank
 
 
 def sample_groups(s: RLSession, batch: StepBatch, examples: list[Example], step: int, round_: int,
@@ -369,7 +403,8 @@ def sample_groups(s: RLSession, batch: StepBatch, examples: list[Example], step:
     r, G = s.cfg.rollout, s.cfg.batch.samples_per_prompt
     params = SamplingParams(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
                             max_new_tokens=r.max_new_tokens, n=G, stop=list(r.stop),
-                            seed=step_seed(s.cfg.run.seed, step, round_))
+                            seed=step_seed(s.cfg.run.seed, step, round_),
+                            index_offset=first_group - batch.last_round_first_group)  # index in the round
     prompts = [s.prompt_ids(ex) for ex in examples]
     t = time.time()
     s.model.eval()
@@ -410,8 +445,9 @@ def compute_logprobs(s: RLSession, batch: StepBatch) -> None:
     plan = s.plan
     if not (plan.separate_old_pass or plan.need_ref):
         return
+    mine = s.world.part(_chunks(by_length(batch.rollouts), s.cfg.batch.micro_batch_size))  # N ranks: a share
     with torch.no_grad():
-        for mb in _chunks(by_length(batch.rollouts), s.cfg.batch.micro_batch_size):
+        for mb in mine:
             args = ([r.prompt_ids for r in mb], [r.completion_ids for r in mb], s.pad_id, s.cfg.rollout.temperature)
             if plan.separate_old_pass:
                 lp, _, mask = completion_logprobs(s.model, *args)  # (B, C) each
@@ -421,6 +457,7 @@ def compute_logprobs(s: RLSession, batch: StepBatch) -> None:
                 lp, _, mask = reference_logprobs(s.model, s.reference, *args)  # (B, C) each
                 for r, row, m in zip(mb, lp, mask):
                     r.ref_logprobs = row[m].detach()
+    share_logprobs(s.world, batch.rollouts, [r for mb in mine for r in mb])  # every rank gets every row's
 
 
 # ----------------------------------------------------------------------------- 3. advantages
@@ -465,8 +502,13 @@ def update(s: RLSession, batch: StepBatch, step: int) -> dict[str, float]:
             # micro-batches of similar lengths pad less and share prompts (see `by_length`)
             mini = by_length([rollouts[i] for i in order[start:start + mini_size]])
             n_micro += accumulate_gradients(s, mini, first_pass=iteration == 0, sums=sums)
+            s.world.sync_gradients([p for p in s.model.parameters() if p.requires_grad])  # summed over ranks
             grad_norms.append(optimizer_step(s))
             n_mini += 1
+        if iteration == 0 and s.plan.old_from_first_pass:  # the next pass may draw another rank's rows
+            share_logprobs(s.world, rollouts, [r for r in rollouts if r.old_logprobs is not None],
+                           ("old_logprobs",))
+    sums, n_micro = sum_update_metrics(s.world, sums, n_micro)
     metrics = {k: v / max(n_mini if k in _ADDITIVE else n_micro, 1) for k, v in sums.items()}
     metrics["grad_norm"] = _mean(grad_norms)
     metrics["lr"] = s.scheduler.get_last_lr()[0]
@@ -482,7 +524,7 @@ def accumulate_gradients(s: RLSession, mini: list[Rollout], first_pass: bool, su
     batch_tokens, batch_rows = batch_divisors(loss_token_mask(_length_mask(mini), truncated, a.mask_truncated),
                                               a.loss_agg)
     s.optimizer.zero_grad(set_to_none=True)
-    micro_batches = _chunks(mini, s.cfg.batch.micro_batch_size)
+    micro_batches = s.world.part(_chunks(mini, s.cfg.batch.micro_batch_size))  # N ranks: this rank's share
     for micro in micro_batches:
         lp, ent, mask = completion_logprobs(
             s.model, [r.prompt_ids for r in micro], [r.completion_ids for r in micro], s.pad_id,
@@ -559,36 +601,42 @@ def record(s: RLSession, step: int, batch: StepBatch, metrics: dict[str, Any], d
     validation figures). `last`: the run ends after this step; `stopping`: it stops early on a
     signal, with metrics and a checkpoint but no extra validation."""
     cfg = s.cfg
-    if cfg.save_rollouts:
+    if cfg.save_rollouts and s.world.main:
         _write_rollouts(s.run.path / "rollouts" / f"step_{step:05d}.jsonl", step, batch)
     if cfg.val_every and (step % cfg.val_every == 0 or (last and not stopping)):
+        out_file = s.run.path / "eval" / f"val_step_{step:05d}.jsonl" if s.world.main else None
         metrics.update(validate(s.model, s.tokenizer, s.generator, s.task, s.val_examples, cfg,
-                                preopens_think(s.task), s.run.path / "eval" / f"val_step_{step:05d}.jsonl"))
+                                preopens_think(s.task), out_file, world=s.world))
         s.model.train()
     if step % cfg.run.log_every == 0 or last or stopping:
         s.run.metrics.write(step, metrics)
     s.run.log.info(_summary(step, cfg.steps, metrics))
     if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or last or stopping:
         s.save(step, data_position)
+        s.world.barrier()  # every rank sees the checkpoint (the reset triggers look for it)
 
 
 # ----------------------------------------------------------------------------- validation
 
 
 def validate(model: Any, tokenizer: Any, generator: Any, task: Any, examples: list[Example], cfg: TrainConfig,
-             think_preopened: bool, out_file: Path | None = None) -> dict[str, float]:
+             think_preopened: bool, out_file: Path | None = None, world: World | None = None) -> dict[str, float]:
     """Single-sample accuracy on held-out examples, overall and per bucket (greedy unless
-    val_temperature > 0)."""
+    val_temperature > 0). On N ranks (`world`) each rank generates and verifies its share of the
+    examples and every rank gets all of them back (the figures are the whole set's)."""
     if not examples:
         return {}
-    prompts = [render_prompt(tokenizer, ex.prompt, think_preopened) for ex in examples]
+    world = world or World.single()
+    mine = world.share(len(examples))  # one process: all of them
+    prompts = [render_prompt(tokenizer, ex.prompt, think_preopened) for ex in examples[mine.start:mine.stop]]
     params = SamplingParams(temperature=cfg.val_temperature, top_p=cfg.val_top_p,
                             max_new_tokens=cfg.val_max_new_tokens or cfg.rollout.max_new_tokens,
-                            n=1, stop=list(cfg.rollout.stop), seed=cfg.run.seed)
+                            n=1, stop=list(cfg.rollout.stop), seed=cfg.run.seed, index_offset=mine.start)
     model.eval()
     with torch.no_grad():
-        completions = generator.generate(prompts, params)
-    verdicts = [safe_verify(task, c.text, examples[c.prompt_index]) for c in completions]
+        completions = generator.generate(prompts, params) if prompts else []
+    verdicts = [safe_verify(task, c.text, examples[mine.start + c.prompt_index]) for c in completions]
+    completions, verdicts = gather_completions(world, completions, verdicts, mine.start)
     out = {
         "val/accuracy": _mean(v.correct for v in verdicts),
         "val/format_rate": _mean(v.format_ok for v in verdicts),

@@ -109,7 +109,7 @@ def maybe_reset(s: Any, step: int, metrics: dict[str, Any], data_position: int) 
             raise AhaError(f"reset.on_plateau.metric={plateau.metric!r} is not a validation metric of this "
                            f"task; use one of: {known}")
         st.watched.append(float(metrics[plateau.metric]))
-        if this_step is not None:  # written before this value existed: a resume must see it
+        if this_step is not None and s.world.main:  # written before this value existed: a resume must see it
             update_state(this_step, {"reset": st.state_dict()})
     if step >= cfg.steps or (cfg.reset.max_resets and st.count >= cfg.reset.max_resets):
         return

@@ -38,6 +38,7 @@ from aha.tasks.datafiles import read_rows
 from aha.train.checkpoint import list_checkpoints, restore_latest, save_checkpoint
 from aha.train.common import check_resume_config, load_policy, make_optimizer
 from aha.train.config import OptimConfig
+from aha.train.distributed import World, init_world, open_run
 from aha.train.stopping import GracefulStop
 
 # config keys that may differ between a run and its resumption
@@ -212,6 +213,28 @@ def response_loss(model: Any, ids: torch.Tensor, attn: torch.Tensor, labels: tor
     return loss, n
 
 
+def backward_rank_share(world: World, model: Any, rows: list[tuple[list[int], int]], pad_id: int, device: Any
+                        ) -> tuple[float, int, int]:
+    """On N ranks: backpropagate this rank's contiguous share of a batch's rows, its summed response-token
+    cross-entropy divided by the whole batch's response-token count (summed over the ranks), so the
+    gradients summed over the ranks are the whole batch's mean-loss gradient. Returns (the batch's
+    loss, its response tokens, its tokens with padding), the same on every rank. A rank whose share is
+    empty (a batch of fewer rows than ranks) backpropagates nothing."""
+    mine = [rows[i] for i in world.share(len(rows))]
+    n, padded, value = 0, 0, 0.0
+    if mine:
+        ids, attn, labels = collate(mine, pad_id, device)  # (B, L) each
+        n, padded = int((labels[:, 1:] != -100).sum()), int(attn.sum())
+    total, padded_total = world.sum([n, padded])
+    if mine:
+        logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits[:, :-1]  # (B, L-1, V)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1),
+                               ignore_index=-100, reduction="sum") / max(total, 1.0)
+        loss.backward()
+        value = float(loss.detach())
+    return world.sum([value])[0], int(total), int(padded_total)
+
+
 PairSet = tuple[list[tuple[list[dict[str, str]], str]], list[tuple[list[dict[str, str]], str]], bool]
 
 
@@ -286,8 +309,10 @@ def sft(cfg: SftConfig) -> Path:
                 raise AhaError(f"{ckpt} is not an SFT checkpoint (its state.json has no batch_index); pass the "
                                "folder of an aha sft run")
     pairs = read_sft_pairs(cfg)  # a bad data file fails before a run folder exists
-    run = RunDir.create(resume_from or cfg.run.out_dir or None, "sft", resume=resume_from is not None,
-                        tensorboard=cfg.run.tensorboard, wandb_project=cfg.run.wandb_project)
+    world = init_world()  # one process unless launched by torchrun / accelerate (aha.train.distributed)
+    run = open_run(world, lambda: RunDir.create(resume_from or cfg.run.out_dir or None, "sft",
+                                                resume=resume_from is not None, tensorboard=cfg.run.tensorboard,
+                                                wandb_project=cfg.run.wandb_project))  # rank 0 writes it
     if resume_from is None:
         run.write_config(cfg)
     log = run.log
@@ -298,6 +323,9 @@ def sft(cfg: SftConfig) -> Path:
     lengths = [len(ids) for ids, _ in train_set]
     log.info(f"run directory: {run.path}")
     log.info(f"{len(train_set)} training examples ({sum(lengths)} tokens), {len(val_set)} validation examples")
+    if world.distributed:
+        log.info(f"world size {world.size}: each batch of up to {cfg.batch_tokens} tokens is split into "
+                 f"{world.size} row shares, one per rank; the loss is averaged over the batch's response tokens")
 
     total_steps = epoch_steps(lengths, cfg) if cfg.epochs else cfg.steps
     if cfg.epochs:
@@ -313,14 +341,15 @@ def sft(cfg: SftConfig) -> Path:
         restored = restore_latest(resume_from, model, optimizer, scheduler, warn=log.info)
         if restored is None:
             log.info(f"{resume_from} has no checkpoint yet: starting it again from step 0")
-            truncate_metrics(run.path / "metrics.jsonl", 0)
+            if world.main:
+                truncate_metrics(run.path / "metrics.jsonl", 0)
     if restored is not None:
         ckpt, state = restored
         step, epoch, batch_index = state["step"], state["epoch"], state["batch_index"]
         elapsed_before = state.get("elapsed", 0.0)
         ema = state.get("loss_ema")
         # the steps after the checkpoint are redone: drop their lines; the metrics clock goes on
-        last_time = truncate_metrics(run.path / "metrics.jsonl", step)
+        last_time = truncate_metrics(run.path / "metrics.jsonl", step) if world.main else 0.0
         run.metrics.start = time.time() - max(last_time, elapsed_before)
         log.info(f"resumed from {ckpt} at step {step}")
 
@@ -341,9 +370,11 @@ def sft(cfg: SftConfig) -> Path:
         nonlocal saved_at
         if saved_at == step:
             return
-        save_checkpoint(run.path, step, model, tokenizer, optimizer, scheduler,
-                        {"epoch": epoch, "batch_index": batch_index, "elapsed": elapsed(), "loss_ema": ema},
-                        keep=cfg.keep_checkpoints)
+        if world.main:  # every rank holds the same state
+            save_checkpoint(run.path, step, model, tokenizer, optimizer, scheduler,
+                            {"epoch": epoch, "batch_index": batch_index, "elapsed": elapsed(), "loss_ema": ema},
+                            keep=cfg.keep_checkpoints)
+        world.barrier()
         saved_at = step
 
     start = time.time()
@@ -354,31 +385,38 @@ def sft(cfg: SftConfig) -> Path:
     batches = token_budget_batches(lengths, cfg.batch_tokens, cfg.run.seed, epoch)
     window_tokens, window_start = 0, time.time()
     model.train()
-    with GracefulStop(log.info) as stop, progress(total_steps - step, "sft", cfg.run.progress) as bar:
-        while step < total_steps and not (cfg.max_seconds and elapsed() >= cfg.max_seconds) and not stop.requested:
+    with GracefulStop(log.info) as stop, progress(total_steps - step, "sft", cfg.run.progress and world.main) as bar:
+        # on N ranks the clock and a signal decide for every rank together
+        while step < total_steps and not world.any(bool(cfg.max_seconds and elapsed() >= cfg.max_seconds)
+                                                   or stop.requested is not None):
             # one step; the data position, counters and ema change together at its end, so a
             # checkpoint (periodic, or after a stop request) holds a state a step boundary really had
             next_epoch, next_index = epoch, batch_index
             if next_index >= len(batches):
                 next_epoch, next_index = epoch + 1, 0
                 batches = token_budget_batches(lengths, cfg.batch_tokens, cfg.run.seed, next_epoch)
-            ids, attn, labels = collate([train_set[i] for i in batches[next_index]], tokenizer.pad_token_id,
-                                        device)
-            loss, n_tokens = response_loss(model, ids, attn, labels)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if world.distributed:  # this rank's rows of the batch; the gradients summed over the ranks
+                loss_value, n_tokens, padded = backward_rank_share(
+                    world, model, [train_set[i] for i in batches[next_index]], tokenizer.pad_token_id, device)
+                world.sync_gradients(params)
+            else:
+                ids, attn, labels = collate([train_set[i] for i in batches[next_index]], tokenizer.pad_token_id,
+                                            device)
+                loss, n_tokens = response_loss(model, ids, attn, labels)
+                loss.backward()
+                loss_value, padded = float(loss.detach()), int(attn.sum())
             norm = torch.nn.utils.clip_grad_norm_(params, o.max_grad_norm or float("inf"))
             lr = optimizer.param_groups[0]["lr"]  # the rate this step used
             optimizer.step()
             scheduler.step()
-            loss_value = float(loss.detach())
             step, epoch, batch_index = step + 1, next_epoch, next_index + 1
             ema = loss_value if ema is None else 0.95 * ema + 0.05 * loss_value
-            window_tokens += int(attn.sum())
+            window_tokens += padded
             metrics = {"train/loss": loss_value, "train/loss_ema": ema, "lr": lr,
                        "grad_norm": float(norm), "epoch": epoch, "response_tokens": n_tokens}
-            last = step >= total_steps or (cfg.max_seconds and elapsed() >= cfg.max_seconds)
-            if cfg.val_every and val_set and (step % cfg.val_every == 0 or last):
+            last = step >= total_steps or world.any(bool(cfg.max_seconds and elapsed() >= cfg.max_seconds))
+            if cfg.val_every and val_set and (step % cfg.val_every == 0 or last) and world.main:
                 metrics["val/loss"] = validation_loss()
             if step % cfg.run.log_every == 0 or last:
                 now = time.time()
@@ -391,14 +429,16 @@ def sft(cfg: SftConfig) -> Path:
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                 checkpoint()
         checkpoint()
-    if stop.requested:
-        log.info(f"{stop.requested}: stopped with a checkpoint at step {step}; continue with "
-                 f"`aha sft resume={run.path}`")
+    if world.any(stop.requested is not None):  # every rank stops, whichever got the signal
+        by = stop.requested or "a signal to another rank"
+        log.info(f"{by}: stopped with a checkpoint at step {step}; continue with `aha sft resume={run.path}`")
         run.metrics.close()
         raise KeyboardInterrupt
     run.metrics.close()
     out = run.path / "model"
-    model.save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
+    if world.main:
+        model.save_pretrained(str(out))
+        tokenizer.save_pretrained(str(out))
+    world.barrier()  # the model folder is complete before any rank returns
     log.info(f"done after {step} steps ({elapsed():.0f}s): model in {out}")
     return run.path

@@ -26,6 +26,7 @@ from aha.algo.losses import AGG_MODES, POLICY_LOSSES
 from aha.algo.resets import PLATEAU_MODES
 from aha.config import LoraConfig, ModelConfig, RunConfig, check_call_options, check_finite, option, section
 from aha.errors import AhaError
+from aha.overthinking.options import RevisionConfig
 from aha.rewards.compose import RewardSpec
 
 # a cap on rollout lengths: the engine allocates (rows, max_new_tokens) buffers before sampling, so a
@@ -69,6 +70,9 @@ class RolloutConfig:
     memory_fraction: float = option(0.5, "share of the free CUDA memory the automatic max_batch_tokens may fill "
                                     "(the rest is headroom for activations and cache growth); 0 = no automatic "
                                     "budget", min=0.0, max=1.0)
+    revision: RevisionConfig = section(RevisionConfig, "REA-RL online revision (off by default): each sampled "
+                                       "response is cut where its answer was first reached and re-answered by "
+                                       "the policy; the revision joins the group (see aha.train.revision)")
 
     def validate(self) -> None:
         if not self.top_p > 0.0:
@@ -276,6 +280,9 @@ class TrainConfig:
             raise ValueError("no rewards: list at least one under `rewards`")
         if self.algo.dynamic_sampling and self.algo.max_resample_rounds < 1:
             raise ValueError("algo.dynamic_sampling needs algo.max_resample_rounds >= 1")
+        if self.rollout.revision.enabled and self.rollout.revision.on_failed == "drop" and self.algo.kl_in_reward:
+            raise ValueError("rollout.revision.on_failed=drop makes groups ragged, which algo.kl_in_reward does not "
+                             "support; use on_failed=duplicate_original or the KL as a loss term")
         if 0 < self.algo.clip_ratio_c <= 1:
             raise ValueError(f"algo.clip_ratio_c must be > 1 (or 0 for off), got {self.algo.clip_ratio_c}")
         if not self.val_top_p > 0.0:

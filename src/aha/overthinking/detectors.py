@@ -73,11 +73,9 @@ def stated_roles(text: str, names: Sequence[str]) -> dict[str, str]:
     for name in names:
         pattern = re.compile(rf"(?<![\w'\-]){re.escape(name)}\s+is\s+(?:a\s+)?(knight|knave)(?![\w'\-])",
                              re.IGNORECASE)
-        last = None
-        for last in pattern.finditer(text):
-            pass
-        if last is not None:
-            out[name] = last.group(1).lower()
+        matches = pattern.findall(text)  # the role words, in order
+        if matches:
+            out[name] = matches[-1].lower()
     return out
 
 

@@ -39,7 +39,13 @@ import torch
 from aha.overthinking.chunking import tokenizer_counter
 from aha.overthinking.detectors import detect, make_detector
 from aha.overthinking.options import RevisionConfig
-from aha.overthinking.revision import default_answer_prefix, kept_end, response_chunks, revision_ids, token_cut
+from aha.overthinking.revision import (
+    default_answer_prefix,
+    kept_end,
+    response_chunks,
+    revision_ids,
+    token_cut,
+)
 from aha.rollout.base import Completion, SamplingParams
 from aha.tasks.base import preopens_think, safe_verify
 

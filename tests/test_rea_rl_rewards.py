@@ -9,8 +9,8 @@ from aha.rewards.base import REWARDS, RewardBatch
 from aha.rewards.compose import RewardSpec, compose_rewards
 from aha.rewards.reflection import (
     ReflectionDensity,
-    count_reflections,
     count_rea_rl_reflections,
+    count_reflections,
     rea_rl_reasoning,
     rea_rl_reasoning_tokens,
 )

@@ -255,3 +255,23 @@ def test_revision_run_end_to_end(tmp_path, tiny_model_dir):
     rollouts = read_jsonl(out / "rollouts" / "step_00001.jsonl")
     kinds = [r.get("kind", "sample") for r in rollouts]
     assert kinds.count("sample") == 4 and len(kinds) == 8  # 2 prompts x (2 originals + 2 revisions or copies)
+
+
+TWINS = ["rea_rl_grpo", "rea_rl_grpo_len", "rea_rl", "rea_rl_no_revision", "rea_rl_no_reflection_reward"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TWINS)
+def test_tiny_recipe_twins_run(tmp_path, tiny_model_dir, name):
+    """recipes/tiny/<name>.yaml, the CPU twins of recipes/<name>_7b.yaml, run end to end on the tiny model."""
+    from pathlib import Path
+
+    torch.set_num_threads(1)
+    recipe = Path(__file__).parent.parent / "recipes" / "tiny" / f"{name}.yaml"
+    out = tmp_path / name
+    assert main(["train", str(recipe), f"model.path={tiny_model_dir}", "steps=1", f"run.out_dir={out}",
+                 "run.progress=false"]) == 0
+    row = read_jsonl(out / "metrics.jsonl")[0]
+    revising = name in ("rea_rl", "rea_rl_no_reflection_reward")
+    assert ("revision/made" in row) == revising
+    assert (out / "model").is_dir()

@@ -275,3 +275,74 @@ def test_tiny_recipe_twins_run(tmp_path, tiny_model_dir, name):
     revising = name in ("rea_rl", "rea_rl_no_reflection_reward")
     assert ("revision/made" in row) == revising
     assert (out / "model").is_dir()
+
+
+# ----------------------------------------------------------------------------- the reflection-model detector
+
+
+class LabelTokenizer:
+    """A tokenizer of single characters plus two label tokens, " Think" (1) and " Result" (2)."""
+
+    pad_token_id = 0
+    eos_token_id = 0
+
+    def __call__(self, text, add_special_tokens=False):
+        ids, i = [], 0
+        while i < len(text):
+            for tid, piece in ((1, " Think"), (2, " Result")):
+                if text.startswith(piece, i):
+                    ids.append(tid)
+                    i += len(piece)
+                    break
+            else:
+                ids.append(3 + (ord(text[i]) % 50))
+                i += 1
+        return {"input_ids": ids}
+
+    def decode(self, ids, skip_special_tokens=False):
+        return "".join({1: " Think", 2: " Result"}.get(int(t), "x") for t in ids)
+
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True):
+        return "".join(m["content"] for m in messages) + "\n"
+
+
+class PlantedLabeller(torch.nn.Module):
+    """Answers label position i with P(Result) = planted[i] (the rest of the mass on " Think")."""
+
+    def __init__(self, planted):
+        super().__init__()
+        self.planted, self.calls = planted, 0
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids, past_key_values=None, use_cache=True):  # noqa: ARG002 - the HF signature
+        p = self.planted[self.calls]
+        self.calls += 1
+        logits = torch.full((1, input_ids.shape[1], 60), -1e9)
+        logits[0, -1, 1] = float(torch.log(torch.tensor(max(1 - p, 1e-12))))
+        logits[0, -1, 2] = float(torch.log(torch.tensor(max(p, 1e-12))))
+        return types.SimpleNamespace(logits=logits, cache=None, past_key_values="cache")
+
+
+def test_reflection_model_detector_reads_planted_labels(kk):
+    from aha.overthinking.detectors import ReflectionModelDetector
+
+    _, ex = kk
+    planted = [0.1, 0.2, 0.9, 0.8, 0.7, 0.3]
+    det = ReflectionModelDetector.__new__(ReflectionModelDetector)
+    det.model, det.tokenizer, det.top_k = PlantedLabeller(planted), LabelTokenizer(), 5
+    chunks = split_chunks("\n\n".join(f"part {i}." for i in range(6)), words, min_tokens=1)
+    found = detect(det, ex, chunks)
+    assert found.probs == pytest.approx(planted)
+    # N = 6, cap = 6 - 1 - int(0.8) = 5; normal: first i >= 3 with P >= 0.5 -> 3; strong: highest
+    # P >= 0.25 up to 3 -> 2; weak: the run 3..4 has no second run -> 4
+    assert (found.cuts.strong, found.cuts.normal, found.cuts.weak) == (2, 3, 4)
+
+
+def test_reflection_model_detector_runs_a_real_model_folder(kk, tiny_model_dir):
+    from aha.overthinking.detectors import ReflectionModelDetector
+
+    _, ex = kk
+    det = ReflectionModelDetector(tiny_model_dir, device="cpu")
+    chunks = split_chunks("\n\n".join(KK_PARAGRAPHS), words, min_tokens=1)
+    probs = det.probabilities(ex, chunks)
+    assert len(probs) == 5 and all(0.0 <= p <= 1.0 for p in probs)

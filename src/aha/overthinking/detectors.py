@@ -181,6 +181,7 @@ class ReflectionModelDetector:
         """P(Result) for each of the `chunks` of a response to `question`."""
         import torch
 
+        from aha.models import cache_keyword, output_cache
         from aha.prompts import render_prompt
 
         tok = self.tokenizer
@@ -190,9 +191,9 @@ class ReflectionModelDetector:
         past, pending = None, ids
         with torch.no_grad():
             for i in range(len(chunks)):
-                out = self.model(input_ids=torch.tensor([pending], device=device), past_key_values=past,
-                                 use_cache=True)
-                past = out.past_key_values
+                kwargs = {cache_keyword(self.model): past} if past is not None else {}
+                out = self.model(input_ids=torch.tensor([pending], device=device), use_cache=True, **kwargs)
+                past = output_cache(out)
                 logp = torch.log_softmax(out.logits[0, -1].float(), dim=-1)  # (V,)
                 top = torch.topk(logp, min(self.top_k, logp.shape[0]))
                 pairs = [(tok.decode([int(t)]), float(v)) for v, t in zip(top.values, top.indices)]

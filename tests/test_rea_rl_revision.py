@@ -346,3 +346,18 @@ def test_reflection_model_detector_runs_a_real_model_folder(kk, tiny_model_dir):
     chunks = split_chunks("\n\n".join(KK_PARAGRAPHS), words, min_tokens=1)
     probs = det.probabilities(ex, chunks)
     assert len(probs) == 5 and all(0.0 <= p <= 1.0 for p in probs)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["rollout.revision.labeler=models/missing"], "neither 'oracle'"),
+    (["rollout.revision.labeler='oracle:'"], "names no task"),
+    (["rollout.revision.on_failed=drop", "algo.kl_coef=0.1", "algo.kl_in_reward=true"], "ragged"),
+    (["rollout.revision.strength=medium"], "strength"),
+])
+def test_revision_config_errors(overrides, message):
+    from aha.config import load_config
+    from aha.errors import AhaError
+    from aha.train.config import TrainConfig
+
+    with pytest.raises(AhaError, match=message):
+        load_config(TrainConfig, None, ["rollout.revision.enabled=true", *overrides])

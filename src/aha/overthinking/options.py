@@ -41,3 +41,15 @@ class RevisionConfig:
     loss_mask: str = option("all", "which revision tokens carry loss: all (REA-RL: copied prefix, template and "
                             "continuation) or generated_only (the template tokens, not sampled, are masked)",
                             choices=["all", "generated_only"])
+
+    def validate(self) -> None:
+        if not self.enabled:
+            return
+        if self.labeler.startswith("oracle:") and not self.labeler.partition(":")[2]:
+            raise ValueError("rollout.revision.labeler 'oracle:' names no task; use 'oracle' (the run's task) or "
+                             "'oracle:<task>'")
+        from pathlib import Path
+
+        if not self.labeler.startswith("oracle") and not Path(self.labeler).is_dir():
+            raise ValueError(f"rollout.revision.labeler {self.labeler!r} is neither 'oracle', 'oracle:<task>' nor a "
+                             "model folder; give the reflection model's folder or use the oracle")

@@ -5,7 +5,9 @@ One step is five stages over one `StepBatch`, each a function of this module:
   collect      take `prompts_per_step` prompts (a seeded permutation of the train split, epoch after
                epoch), sample `samples_per_prompt` completions each (the group), verify every one with
                the task and compute the weighted rewards; with dynamic sampling (DAPO), drop groups
-               whose rewards are all equal and sample more prompts;
+               whose rewards are all equal and sample more prompts; with `rollout.revision` (REA-RL)
+               each sampled response's revision joins its group before the rewards (2G members,
+               aha.train.revision);
   logprobs     the old (sampling-policy) and reference log-probs that the loss and the KL need;
   advantages   per group from the registered estimator, after the KL penalty when it goes into the
                reward;

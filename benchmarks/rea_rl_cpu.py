@@ -25,27 +25,28 @@ TASK = {"people": "2-3", "count": 20000, "fill": True, "test_count": 300, "seed"
 
 
 def overthinking_trace(ex) -> str:
-    """The solver's reflective trace as paragraphs, then a tail that checks everyone twice more."""
+    """The solver's reflective trace as paragraphs, then a tail that goes over the solution twice
+    more in the trace's own phrases (so the start model learns it fast): "Reconsider: NAME is a
+    ROLE." for everyone, and the final check line again."""
     trace = ex.meta["trace"]
     think, _, rest = trace.partition("</think>")
     lines = [x for x in think.replace("<think>", "").split("\n") if x.strip()]
     roles = ["knight" if k else "knave" for k in ex.meta["solution"]]
-    tail = ["Wait, let me check again."]
-    tail += [f"Check {n}: {n} is a {r}." for n, r in zip(ex.meta["names"], roles)]
-    tail += ["But let me verify once more."]
-    tail += [f"{n} is a {r}, so {n}'s claim fits." for n, r in zip(ex.meta["names"], roles)]
-    return "<think>" + "\n\n".join(lines + tail) + "</think>" + rest
+    again = [f"Reconsider: {n} is a {r}." for n, r in zip(ex.meta["names"], roles)] + [lines[-1]]
+    return "<think>" + "\n\n".join(lines + again + again) + "</think>" + rest
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--start", required=True, help="model folder to start from (the demo's SFT model)")
     p.add_argument("--out", required=True)
-    p.add_argument("--sft-steps", type=int, default=300)
+    p.add_argument("--sft-steps", type=int, default=100)
     p.add_argument("--sft-examples", type=int, default=6000)
     p.add_argument("--rl-steps", type=int, default=30)
     p.add_argument("--prompts", type=int, default=8)
-    p.add_argument("--max-new-tokens", type=int, default=448)
+    p.add_argument("--max-new-tokens", type=int, default=384)
+    p.add_argument("--lr", type=float, default=2e-4, help="RL learning rate (full fine-tuning)")
+    p.add_argument("--eval-limit", type=int, default=0, help="evaluate the first N held-out puzzles (0 = all 600)")
     p.add_argument("--only", nargs="*", default=[], help="run only these stages (sft, start, grpo, grpo_len, rea_rl)")
     args = p.parse_args()
 
@@ -69,7 +70,8 @@ def main() -> None:
         write_jsonl(out / "overthinking_sft.jsonl", rows)
         t = time.time()
         assert aha(["sft", f"model.path={args.start}", "model.device=cpu", f"data.files=[{out / 'overthinking_sft.jsonl'}]",
-                    f"steps={args.sft_steps}", "optim.lr=6e-4", "optim.warmup_steps=20", "val_every=0",
+                    f"steps={args.sft_steps}", "optim.lr=6e-4", "optim.warmup_steps=10", "val_every=0",
+                    "batch_tokens=4096",
                     "data.val_fraction=0", "data.max_length=1024", f"run.out_dir={out / 'sft'}",
                     "run.progress=false"]) == 0
         seconds["sft"] = time.time() - t
@@ -83,7 +85,8 @@ def main() -> None:
         t = time.time()
         assert aha(["eval", "--model", str(model), "--task", "knights-knaves", *test_opts, "--split", "test",
                     "--max-new-tokens", str(args.max_new_tokens), "--device", "cpu", "--no-plots",
-                    "--out", str(out / "eval" / name), "--label", name]) == 0
+                    "--out", str(out / "eval" / name), "--label", name,
+                    *(["--limit", str(args.eval_limit)] if args.eval_limit else [])]) == 0
         seconds[f"eval_{name}"] = time.time() - t
 
     if stage("start"):
@@ -93,7 +96,7 @@ def main() -> None:
               f"steps={args.rl_steps}", f"batch.prompts_per_step={args.prompts}", "batch.samples_per_prompt=4",
               "batch.micro_batch_size=32", "rollout.temperature=0.8", f"rollout.max_new_tokens={args.max_new_tokens}",
               "rollout.stop=[</answer>]", "algo.kl_coef=0.04", "algo.loss_agg=token_mean",
-              "optim.lr=2e-4", "run.progress=false", "save_rollouts=true"]
+              f"optim.lr={args.lr}", "run.progress=false", "save_rollouts=true"]
     methods = {
         "grpo": ["rewards=[{name: correctness}]"],
         "grpo_len": ["rewards=[{name: correctness}, {name: kimi_length, options: {unit: chars}}]"],

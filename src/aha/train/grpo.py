@@ -426,7 +426,7 @@ def revise_groups(s: RLSession, batch: StepBatch, groups: list[list[Rollout]], s
                             seed=step_seed(s.cfg.run.seed, step, round_) + 1)
     groups, metrics = s.reviser.revise(s.generator, s.model, groups, params)
     batch.gen_seconds += metrics["revision/seconds"]
-    batch.gen_tokens += sum(len(x.completion.token_ids) for g in groups for x in g if x.kind == "revision")
+    batch.gen_tokens += int(metrics["revision/generated_tokens"])
     _add_metrics(batch.revision_metrics, metrics)
     return groups
 
@@ -434,7 +434,7 @@ def revise_groups(s: RLSession, batch: StepBatch, groups: list[list[Rollout]], s
 def _add_metrics(into: dict[str, float], new: dict[str, float]) -> None:
     """Merge a dynamic-sampling round's revision figures: counts add up, the rest is the last round's."""
     for k, v in new.items():
-        into[k] = into.get(k, 0.0) + v if k in ("revision/made", "revision/seconds") else v
+        into[k] = into.get(k, 0.0) + v if k in ("revision/made", "revision/seconds", "revision/generated_tokens") else v
 
 
 def score_groups(s: RLSession, batch: StepBatch, groups: list[list[Rollout]]) -> None:

@@ -25,7 +25,7 @@ Metrics (`revision/...`): accepted_share (correct revisions / revisions made), t
 token_ratio (revision length / original length, over revisions made; `token_ratio_accepted` over the
 correct ones), cut_position (mean (cut + 1) / N) and cut_hist/<bin> (share of cuts per fifth of
 the reasoning), p_result_mean, no_chunks (share of originals with nothing to cut), chunks_mean,
-seconds (detection and generation time).
+seconds (detection and generation time), generated_tokens (the continuations' tokens).
 """
 
 from __future__ import annotations
@@ -125,7 +125,8 @@ class Reviser:
                 k += 1
             out.append(pairs)
         cuts = [p for _, p in plans if p]
-        metrics = {"revision/no_chunks": 1.0 - len(cuts) / max(len(plans), 1), "revision/seconds": time.time() - t0}
+        metrics = {"revision/no_chunks": 1.0 - len(cuts) / max(len(plans), 1), "revision/seconds": time.time() - t0,
+                   "revision/generated_tokens": float(sum(len(c.token_ids) for c in continuations.values()))}
         if cuts:
             metrics["revision/cut_position"] = sum(c["position"] for c in cuts) / len(cuts)
             metrics["revision/chunks_mean"] = sum(c["chunks"] for c in cuts) / len(cuts)

@@ -349,7 +349,6 @@ def test_reflection_model_detector_runs_a_real_model_folder(kk, tiny_model_dir):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["rollout.revision.labeler=models/missing"], "neither 'oracle'"),
     (["rollout.revision.labeler='oracle:'"], "names no task"),
     (["rollout.revision.on_failed=drop", "algo.kl_coef=0.1", "algo.kl_in_reward=true"], "ragged"),
     (["rollout.revision.strength=medium"], "strength"),
@@ -361,3 +360,11 @@ def test_revision_config_errors(overrides, message):
 
     with pytest.raises(AhaError, match=message):
         load_config(TrainConfig, None, ["rollout.revision.enabled=true", *overrides])
+
+
+def test_missing_reflection_model_folder_is_a_clear_error(kk):
+    from aha.errors import AhaError
+    from aha.overthinking.detectors import make_detector
+
+    with pytest.raises(AhaError, match="does not exist"):
+        make_detector("models/missing", kk[0])

@@ -48,8 +48,4 @@ class RevisionConfig:
         if self.labeler.startswith("oracle:") and not self.labeler.partition(":")[2]:
             raise ValueError("rollout.revision.labeler 'oracle:' names no task; use 'oracle' (the run's task) or "
                              "'oracle:<task>'")
-        from pathlib import Path
-
-        if not self.labeler.startswith("oracle") and not Path(self.labeler).is_dir():
-            raise ValueError(f"rollout.revision.labeler {self.labeler!r} is neither 'oracle', 'oracle:<task>' nor a "
-                             "model folder; give the reflection model's folder or use the oracle")
+        # a model folder is checked when the run starts (recipes name folders of other machines)

@@ -16,6 +16,10 @@ difference to the baseline with 95% paired-bootstrap intervals, new abilities (n
 baseline in n samples, solved at least once by the other) and regressions, per bucket; and the
 new-ability analysis: on the problems the baseline solves in 0 of its n samples, each other
 model's unbiased pass@k for k = 1 .. n, overall and per bucket (compare.json "new_ability").
+Then REA-RL's token-savings tables (compare.json "token_savings"): accuracy, tokens per response,
+token ratio to the baseline (= 100) and tokens per correct answer, overall, per bucket (with
+reflection frequency: reflections per response and per 1k tokens by REA-RL's keyword regex) and at
+the token budgets the evaluations were re-judged at (aha eval --budgets 8192 16384).
 compare.json also holds every evaluation's full pass@k curve and per-problem pass@1 histogram.
 With --out, figures too: pass_at_k_curve.png (all evaluations overlaid), pass_at_k_<bucket>.png,
 pass_at_k_<field>_<value>.png for a further bucket_by field (bucket_by=level,subject: one per

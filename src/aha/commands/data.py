@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
-HELP = "generate or convert datasets (knights-knaves, arithmetic, gsm8k, math, aime, amc, multiple-choice)"
+HELP = ("generate or convert datasets (knights-knaves, arithmetic, gsm8k, math, aime, amc, multiple-choice), "
+        "or label a policy's responses for REA-RL's reflection model (reflection-labels)")
 
 # `aha data <name>` -> module providing HELP / add_arguments / run
 DATA_COMMANDS = {
@@ -20,6 +21,7 @@ DATA_COMMANDS = {
     "aime": "aha.tasks.math_data_cli",
     "amc": "aha.tasks.math_data_cli",
     "multiple-choice": "aha.tasks.math_data_cli",
+    "reflection-labels": "aha.commands.reflection_labels",  # REA-RL's reflection-model data
 }
 
 

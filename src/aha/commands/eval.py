@@ -17,6 +17,8 @@ examples:
   aha eval --model models/m --task knights-knaves --task-option people=2-3 --task-option count=300
 
 Writes --out DIR (default runs/eval-<date>-<time>): samples.jsonl, results.json and results.md.
+results.json "tokens": tokens per response and per correct answer, reflection frequency (REA-RL's
+keyword regex); with --budgets B ..., "budgets": accuracy and tokens with responses cut to B tokens.
 results.json holds pass@k at k = 1, 2, 4, ..., n with bootstrap intervals and the full curve
 pass_at_k_curve {k: value} for every k = 1 .. n (overall, per bucket, per bucket_by field: only n
 is sampled, every smaller k is the unbiased estimate), the per-problem pass@1 histogram, and with
@@ -54,6 +56,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "\"reference_perplexity\")")
     p.add_argument("--perplexity-model", default=None, metavar="DIR",
                    help="score that perplexity with this frozen model instead of the evaluated one")
+    p.add_argument("--budgets", type=int, nargs="*", default=[], metavar="TOKENS",
+                   help="also cut every response to each of these token counts and judge it again (REA-RL: "
+                        "--budgets 8192 16384); results.json 'budgets' and the token-savings table of aha compare")
     p.add_argument("--no-plots", action="store_true",
                    help="skip the PNG figures in DIR/plots (pass@k curves overall and per bucket, "
                         "per-problem pass@1 histogram)")
@@ -85,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
         raise AhaError(f"--top-k must be >= 0 (0 = off), got {args.top_k}")
     if any(not s for s in args.stop):
         raise AhaError("--stop has an empty string, which would end every completion at once; remove it")
+    if any(b < 1 for b in args.budgets):
+        raise AhaError(f"--budgets must be positive token counts, got {args.budgets}")
     if args.out:
         check_output_path(args.out, "--out", folder=True)
     if args.temperature == 0 and args.n > 1:
@@ -111,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
                             max_new_tokens=args.max_new_tokens, n=args.n, stop=list(args.stop), seed=args.seed)
     out = Path(args.out) if args.out else default_run_dir("eval")
     results = evaluate(model, tokenizer, task, examples, params, out, batch_prompts=args.batch_prompts,
-                       backend=args.backend, label=args.label or Path(args.model).name)
+                       backend=args.backend, label=args.label or Path(args.model).name,
+                       budgets=sorted(set(args.budgets)) or None)
     if args.reference_perplexity:
         add_reference_perplexity(args, model, tokenizer, task, examples, results, out)
     print((out / "results.md").read_text())

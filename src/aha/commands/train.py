@@ -14,6 +14,7 @@ examples:
   aha train recipes/kk_grpo_tiny.yaml algo.advantage=rloo rollout.temperature=0.8 steps=50
   aha train resume=runs/train-20261122-101500          # continue from the newest checkpoint
   aha train --help-config                              # every key, its type, default and meaning
+  aha train recipes/tiny/rea_rl.yaml model.path=M      # REA-RL: online revision (rollout.revision.*)
 
 The run directory (run.out_dir, default runs/train-<date>-<time>) receives config.yaml,
 metrics.jsonl, run.log, rollouts/step_XXXXX.jsonl, eval/val_step_XXXXX.jsonl and checkpoints/.

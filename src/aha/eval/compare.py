@@ -98,7 +98,11 @@ def compare(evaluations: list[tuple[str, list[dict[str, Any]]]], n_boot: int = 2
                         curves_by[label][d][v] = _curve(es)
     new_ability = {label: new_ability_analysis(base, other) for label, other in zip(labels[1:], problems[1:])}
     hist = {label: pass1_histogram([e["accuracy"] for e in p.values()]) for label, p in zip(labels, problems)}
+    from aha.eval.token_savings import token_savings
+
+    savings = token_savings([(label, records) for label, (_, records) in zip(labels, evaluations)])
     return {"baseline": labels[0], "labels": labels, "buckets": buckets, "accuracy": accuracy, "vs_baseline": diffs,
+            "token_savings": savings,
             "new_ability": new_ability, "pass_at_k_curve": curves, "pass1_histogram": hist,
             **({"by": by, "pass_at_k_curve_by": curves_by} if by else {})}
 
@@ -178,4 +182,8 @@ def compare_markdown(report: dict[str, Any]) -> str:
         lines += [f"{na['base_unsolved']} problems with 0 of {na['base_samples']} baseline samples correct; "
                   f"{label}'s unbiased pass@k on them:", "",
                   markdown_table(["bucket", "problems", "solved", *(f"pass@{k}" for k in ks)], rows)]
+    if report.get("token_savings"):
+        from aha.eval.token_savings import token_savings_markdown
+
+        lines += ["", token_savings_markdown(report["token_savings"])]
     return "\n".join(lines) + "\n"

@@ -49,10 +49,12 @@ def _settings_of(params: SamplingParams, extra: dict[str, Any]) -> dict[str, Any
 
 def evaluate(model: Any, tokenizer: Any, task: Any, examples: list[Example], params: SamplingParams,
              out_dir: str | Path, batch_prompts: int = 32, backend: str = "engine", label: str = "",
-             show_progress: bool = True, generator: Any = None) -> dict[str, Any]:
+             show_progress: bool = True, generator: Any = None, budgets: list[int] | None = None) -> dict[str, Any]:
     """Sample, verify, and write samples.jsonl / results.json / results.md into `out_dir`.
 
     examples: the problems (ids must be unique). params: sampling settings (params.n samples each).
+    budgets: token budgets B at which every response is also cut to B tokens and judged again
+        (REA-RL: 8192 and 16384); each record gets budgets {B: {correct, num_tokens}}.
     Returns the results dict (also written as results.json).
     """
     from aha.prompts import render_prompt
@@ -63,7 +65,8 @@ def evaluate(model: Any, tokenizer: Any, task: Any, examples: list[Example], par
         raise AhaError("example ids are not unique; evaluation pairs samples by id")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    settings = _settings_of(params, {"task": getattr(task, "name", type(task).__name__), "problems": len(examples)})
+    settings = _settings_of(params, {"task": getattr(task, "name", type(task).__name__), "problems": len(examples),
+                                     **({"budgets": sorted(budgets)} if budgets else {})})
     settings_file = out / "eval_settings.json"
     samples_file = out / "samples.jsonl"
     done: dict[str, list[dict[str, Any]]] = {}
@@ -114,6 +117,8 @@ def evaluate(model: Any, tokenizer: Any, task: Any, examples: list[Example], par
                              "reflections": count_report_reflections(c.text), **verdict.to_dict()})
                 if isinstance(ex.meta.get("groups"), dict):
                     rows[-1]["groups"] = dict(ex.meta["groups"])  # bucket_by=level,subject
+                if budgets:
+                    rows[-1]["budgets"] = budget_verdicts(task, tokenizer, c, ex, verdict, budgets)
             rows = [r for r in rows if r["id"] not in done]
             append_jsonl(samples_file, rows)
             for r in rows:
@@ -128,6 +133,23 @@ def evaluate(model: Any, tokenizer: Any, task: Any, examples: list[Example], par
                                  "tokens_per_s": gen_tokens / gen_seconds}
     write_results(results, out)
     return results
+
+
+def budget_verdicts(task: Any, tokenizer: Any, completion: Any, example: Example, verdict: Any,
+                    budgets: list[int]) -> dict[str, dict[str, Any]]:
+    """{B: {correct, num_tokens}}: the completion cut to its first B tokens and judged again (the
+    full verdict where it is no longer than B)."""
+    from aha.tasks.base import safe_verify
+
+    out = {}
+    for b in sorted(budgets):
+        ids = completion.token_ids
+        if len(ids) <= b:
+            out[str(b)] = {"correct": bool(verdict.correct), "num_tokens": len(ids)}
+        else:
+            text = tokenizer.decode(ids[:b], skip_special_tokens=True)
+            out[str(b)] = {"correct": bool(safe_verify(task, text, example).correct), "num_tokens": b}
+    return out
 
 
 def build_results(records: list[dict[str, Any]], sampling: dict[str, Any], label: str = "",
@@ -177,8 +199,13 @@ def build_results(records: list[dict[str, Any]], sampling: dict[str, Any], label
     by = {d: grouped(lambda r, d=d: (r.get("groups") or {}).get(d, "all")) for d in dims} if len(dims) > 1 else None
     cross = cross_table(records, dims[0], dims[1]) if len(dims) > 1 else None
     regression = level_regression(records, dims[0], dims[1]) if len(dims) > 1 else None
+    from aha.eval.token_savings import budget_summary, token_summary
+
+    budgets = budget_summary(records)
     return {
         "label": label,
+        "tokens": token_summary(records),
+        **({"budgets": budgets} if budgets else {}),
         "accuracy": overall["accuracy"],
         "ci_low": overall["ci_low"],
         "ci_high": overall["ci_high"],
@@ -326,6 +353,16 @@ def results_markdown(results: dict[str, Any]) -> str:
                   markdown_table(["pass@1", "problems"],
                                  [[f"[{edges[i]:.1f}, {edges[i + 1]:.1f}{']' if i == len(hist['counts']) - 1 else ')'}",
                                    str(v)] for i, v in enumerate(hist["counts"])]), ""]
+    if results.get("tokens"):
+        t = results["tokens"]
+        lines += ["## Tokens", "", markdown_table(
+            ["tokens/response", "tokens/correct answer", "correct response length"],
+            [[_f(t["tokens_mean"], 1), _f(t.get("tokens_per_correct"), 1), _f(t.get("correct_tokens_mean"), 1)]]), ""]
+    if results.get("budgets"):
+        lines += ["## Re-judged at token budgets", "", "Each response cut to its first B tokens and judged again.", "",
+                  markdown_table(["budget", "accuracy", "tokens/response"],
+                                 [[b, _f(v["accuracy"]), _f(v["tokens_mean"], 1)]
+                                  for b, v in results["budgets"].items()]), ""]
     o = results["overall"]
     lines += ["## Reflection", "", markdown_table(
         ["responses with reflection phrases", "phrases per response", "accuracy with", "accuracy without"],

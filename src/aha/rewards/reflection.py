@@ -38,6 +38,20 @@ the completion's characters (`token_count="share"`, default), which needs no tok
 the true count when tokens are spread evenly; or the number of whitespace-separated words
 (`token_count="words"`). An empty reasoning has density 0.
 
+REA-RL's released form (seed 004, `rea_rl/rewards.py::reflection_reward`), two options:
+- `threshold` T, tokens per reflection (released: 225.09, the starting policy's P80 of tokens per
+  reflection; `reflect60` 156.60, `reflect90` 299.11): D_q = 1 / T, no calibration; with
+  `form: code` the reward is min(count / tokens * T, 1), exactly the released value.
+- `match: rea_rl` counts as the released regex does (`count_rea_rl_reflections`): the number of
+  non-overlapping matches of `(?i)(K(?:.{0,59}K)+|K)`, K = the keywords as one alternation, with no
+  word boundaries ("but" inside "attribute", "check" inside "checking") and `.` not crossing a
+  newline, so keywords chain into one reflection while each gap (end of one to start of the next) is
+  at most 59 characters on one line. The text is the released one too:
+  `text.split("<think>")[-1].split("</think>")[0]`; the token count is `num_tokens` times the share
+  of characters before the last `</think>` (the released code counts the ids between the first
+  `<think>` and the last `</think>`; a reward sees no ids, so this is that count under even spread).
+`match: words` (default) is aha's calibrated form above.
+
 The density reward is stateful (the calibration), so it is an object, `ReflectionDensity`, whose
 `__call__` has the reward signature. The registry holds one shared instance; `RewardComposer`
 gives each recipe entry its own via `fresh()` and checkpoints it through `state_dict()` /
@@ -178,6 +192,38 @@ def count_reflections(text: str, keywords: Sequence[str] = DEFAULT_KEYWORDS, mer
     return count
 
 
+def _rea_rl_regex(keywords: tuple[str, ...]) -> re.Pattern[str]:
+    k = "(?:" + "|".join(re.escape(w) for w in keywords) + ")"
+    return re.compile(rf"({k}(?:.{{0,59}}{k})+|{k})", re.IGNORECASE)
+
+
+_rea_rl_regex = functools.lru_cache(maxsize=8)(_rea_rl_regex)
+
+
+def count_rea_rl_reflections(text: str, keywords: Sequence[str] = DEFAULT_KEYWORDS) -> int:
+    """Reflections as REA-RL's released regex counts them (rule in the module docstring)."""
+    if not isinstance(text, str) or not text:
+        return 0
+    return len(_rea_rl_regex(tuple(str(k) for k in keywords)).findall(text))
+
+
+def rea_rl_reasoning(text: str) -> str:
+    """The released reward's reasoning text: after the last `<think>`, before the next `</think>`."""
+    return text.split("<think>")[-1].split("</think>")[0] if isinstance(text, str) else ""
+
+
+def rea_rl_reasoning_tokens(text: str, num_tokens: int) -> float:
+    """`num_tokens` times the share of the completion's characters before its last `</think>`
+    (after its first `<think>`): the released token span under even spread."""
+    if not isinstance(text, str) or not text:
+        return 0.0
+    start = text.find("<think>")
+    start = start + len("<think>") if start >= 0 else 0
+    end = text.rfind("</think>")
+    end = len(text) if end < start else end
+    return float(num_tokens) * max(end - start, 0) / len(text)
+
+
 def count_report_reflections(text: str) -> int:
     """Reflections in `text` as the evaluation, `aha score` and distillation reports count them:
     every occurrence of a `REPORT_PHRASES` phrase (`count_reflections` with merge_chars=0)."""
@@ -245,8 +291,14 @@ class ReflectionDensity:
     @staticmethod
     def check_options(keywords: Sequence[str] = DEFAULT_KEYWORDS, merge_chars: int = 60, q: float = 0.2,
                       d_q: float | None = None, calibration_steps: int = 1, form: str = "paper",
-                      token_count: str = "share", think_preopened: bool = False) -> None:
+                      token_count: str = "share", think_preopened: bool = False, threshold: float | None = None,
+                      match: str = "words") -> None:
         """Raise AhaError for option values the reward cannot use (called at start-up)."""
+        if threshold is not None and not (isinstance(threshold, (int, float)) and threshold > 0):
+            raise AhaError(f"reflection_density: threshold (tokens per reflection) must be > 0, got {threshold}")
+        if match not in ("words", "rea_rl"):
+            raise AhaError(f"reflection_density: match must be 'words' (aha) or 'rea_rl' (the released regex), "
+                           f"got {match!r}")
         if isinstance(keywords, str) or not all(isinstance(k, str) and k for k in keywords):
             raise AhaError("reflection_density: keywords must be a list of non-empty words")
         if not 0.0 <= q <= 1.0:
@@ -264,7 +316,8 @@ class ReflectionDensity:
 
     def __call__(self, batch: RewardBatch, keywords: Sequence[str] = DEFAULT_KEYWORDS, merge_chars: int = 60,
                  q: float = 0.2, d_q: float | None = None, calibration_steps: int = 1, form: str = "paper",
-                 token_count: str = "share", think_preopened: bool = False) -> RewardOutput:
+                 token_count: str = "share", think_preopened: bool = False, threshold: float | None = None,
+                 match: str = "words") -> RewardOutput:
         """Score a batch.
 
         batch: completions with their token counts (`batch.num_tokens`).
@@ -276,6 +329,9 @@ class ReflectionDensity:
         form: "paper" -> min(0, D/D_q - 1) in [-1, 0]; "code" -> min(1, D/D_q) in [0, 1].
         token_count: "share" (num_tokens x reasoning share of characters) or "words" (whitespace words).
         think_preopened: the prompt already opened `<think>`.
+        threshold: tokens per reflection T (REA-RL: 225.09); sets D_q = 1 / T and skips calibration.
+        match: "words" (aha's whole-word count, merged within merge_chars) or "rea_rl" (the released
+            regex on the released text span; merge_chars and token_count do not apply).
 
         Returns None per completion while calibrating. If D_q is 0 (at least a q-fraction of the
         starting rollouts never reflect), nobody reflects less than it and every score is 0 (paper
@@ -284,14 +340,18 @@ class ReflectionDensity:
         """
         densities, reflections = [], []
         for text, n_tok in zip(batch.completions, batch.num_tokens):
-            reasoning = think_content(text, think_preopened=think_preopened)
-            count = count_reflections(reasoning, keywords, merge_chars)
-            tokens = reasoning_tokens(text, n_tok, think_preopened, token_count)
+            if match == "rea_rl":
+                count = count_rea_rl_reflections(rea_rl_reasoning(text), keywords)
+                tokens = rea_rl_reasoning_tokens(text, n_tok)
+            else:
+                reasoning = think_content(text, think_preopened=think_preopened)
+                count = count_reflections(reasoning, keywords, merge_chars)
+                tokens = reasoning_tokens(text, n_tok, think_preopened, token_count)
             reflections.append(count)
             densities.append(count / tokens if tokens > 0 else 0.0)
         n = max(len(batch), 1)
         metrics = {"density_mean": sum(densities) / n, "reflections_mean": sum(reflections) / n}
-        ref = d_q if d_q is not None else self.calibrated_d_q
+        ref = d_q if d_q is not None else (1.0 / threshold if threshold else self.calibrated_d_q)
         if ref is None:
             self.calls += 1
             self.densities.extend(densities)

@@ -26,6 +26,7 @@ from aha.algo.losses import AGG_MODES, POLICY_LOSSES
 from aha.algo.resets import PLATEAU_MODES
 from aha.config import LoraConfig, ModelConfig, RunConfig, check_call_options, check_finite, option, section
 from aha.errors import AhaError
+from aha.overthinking.options import RevisionConfig
 from aha.rewards.compose import RewardSpec
 
 # a cap on rollout lengths: the engine allocates (rows, max_new_tokens) buffers before sampling, so a
@@ -88,6 +89,9 @@ class RolloutConfig:
                                    "completions equal aha's engine's on the trainer's weights (always checked "
                                    "at the first generation; an AhaError stops the run if they differ); 0 = "
                                    "only at the first", min=0)
+    revision: RevisionConfig = section(RevisionConfig, "REA-RL online revision (off by default): each sampled "
+                                       "response is cut where its answer was first reached and re-answered by "
+                                       "the policy; the revision joins the group (see aha.train.revision)")
 
     def validate(self) -> None:
         if not self.top_p > 0.0:
@@ -298,6 +302,9 @@ class TrainConfig:
         check_batch_divides(self.batch.prompts_per_step)  # under torchrun/accelerate: whole groups per rank
         if self.algo.dynamic_sampling and self.algo.max_resample_rounds < 1:
             raise ValueError("algo.dynamic_sampling needs algo.max_resample_rounds >= 1")
+        if self.rollout.revision.enabled and self.rollout.revision.on_failed == "drop" and self.algo.kl_in_reward:
+            raise ValueError("rollout.revision.on_failed=drop makes groups ragged, which algo.kl_in_reward does not "
+                             "support; use on_failed=duplicate_original or the KL as a loss term")
         if 0 < self.algo.clip_ratio_c <= 1:
             raise ValueError(f"algo.clip_ratio_c must be > 1 (or 0 for off), got {self.algo.clip_ratio_c}")
         if not self.val_top_p > 0.0:

@@ -5,7 +5,9 @@ One step is five stages over one `StepBatch`, each a function of this module:
   collect      take `prompts_per_step` prompts (a seeded permutation of the train split, epoch after
                epoch), sample `samples_per_prompt` completions each (the group), verify every one with
                the task and compute the weighted rewards; with dynamic sampling (DAPO), drop groups
-               whose rewards are all equal and sample more prompts;
+               whose rewards are all equal and sample more prompts; with `rollout.revision` (REA-RL)
+               each sampled response's revision joins its group before the rewards (2G members,
+               aha.train.revision);
   logprobs     the old (sampling-policy) and reference log-probs that the loss and the KL need;
   advantages   per group from the registered estimator, after the KL penalty when it goes into the
                reward;
@@ -44,6 +46,7 @@ import numpy as np
 import torch
 
 from aha.algo.losses import batch_divisors, kl_penalty_rewards, loss_token_mask, policy_loss
+from aha.algo.overthinking import zero_unsolved_groups
 from aha.errors import AhaError
 from aha.prompts import render_prompt
 from aha.rewards.base import RewardBatch
@@ -116,6 +119,10 @@ class Rollout:
         are increasing but need not be consecutive).
     old_logprobs, ref_logprobs: (c,) log-probs of the completion's tokens under the sampling policy
         and the reference, when the configuration needs them.
+    kind: "sample" (sampled by the policy), "revision" (REA-RL: the original's prefix, a template and
+        the policy's continuation; `revises` is its original) or "copy" (an original standing in for a
+        revision that failed or could not be made), see aha.train.revision.
+    loss_mask: (c,) bool, the completion tokens that carry loss; None = all of them.
     """
 
     example: Example
@@ -128,6 +135,9 @@ class Rollout:
     advantage: float = 0.0
     old_logprobs: torch.Tensor | None = None  # (c,)
     ref_logprobs: torch.Tensor | None = None  # (c,)
+    kind: str = "sample"
+    loss_mask: torch.Tensor | None = None  # (c,)
+    revises: Rollout | None = None
 
     @property
     def completion_ids(self) -> list[int]:
@@ -153,6 +163,7 @@ class StepBatch:
     score_seconds: float = 0.0
     gen_tokens: int = 0
     last_round_first_group: int = 0  # the number of the first group sampled in the last round (metrics)
+    revision_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def rollouts(self) -> list[Rollout]:
@@ -162,6 +173,17 @@ class StepBatch:
     def rewards(self) -> torch.Tensor:
         """(P, G) float32 rewards of the kept groups."""
         return torch.tensor([[r.reward for r in g] for g in self.groups], dtype=torch.float32)
+
+    def padded(self, value: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """((P, G_max) float32 `value(rollout)` of the kept groups, zero-padded; (P, G_max) bool
+        valid mask): groups are ragged when failed revisions are dropped."""
+        width = max(len(g) for g in self.groups)
+        table = torch.zeros((len(self.groups), width), dtype=torch.float32)
+        valid = torch.zeros((len(self.groups), width), dtype=torch.bool)
+        for i, g in enumerate(self.groups):
+            table[i, :len(g)] = torch.tensor([float(value(r)) for r in g], dtype=torch.float32)
+            valid[i, :len(g)] = True
+        return table, valid
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,6 +239,7 @@ class RLSession:
     resets: ResetState = dataclasses.field(default_factory=ResetState)
     # the training processes (aha.train.distributed); one process unless launched by torchrun/accelerate
     world: World = dataclasses.field(default_factory=World.single)
+    reviser: Any = None  # aha.train.revision.Reviser when rollout.revision.enabled (REA-RL)
 
     def __post_init__(self) -> None:
         if self.recipe is None:
@@ -341,6 +364,13 @@ def start_session(cfg: TrainConfig) -> tuple[RLSession, int, int]:
         cfg.optim.warmup_steps, cfg.steps * updates_per_step, cfg.optim.min_lr_ratio, cfg.optim.master_weights)
     s = RLSession(cfg, task, train_examples, val_examples, composer, estimator, run, model, tokenizer,
                   reference, generator, optimizer, scheduler, LogprobPlan.from_config(cfg), world=world)
+    if cfg.rollout.revision.enabled:
+        if world.distributed:
+            raise AhaError("rollout.revision (REA-RL) runs in one process only for now; launch it without "
+                           "torchrun/accelerate, or set rollout.revision.enabled=false")
+        from aha.train.revision import Reviser
+
+        s.reviser = Reviser(cfg.rollout.revision, task, tokenizer, cfg.task.name)
 
     start_step, data_position = 0, 0
     if resume_from is not None:
@@ -385,7 +415,12 @@ def collect(s: RLSession, step: int, data_position: int) -> tuple[StepBatch, int
         batch.last_round_first_group = numbered
         if examples:
             groups = sample_groups(s, batch, examples, step, round_, first_group=numbered + mine.start)
+            if s.reviser is not None:  # REA-RL: each original's revision joins its group (2G members)
+                groups = revise_groups(s, batch, groups, step, round_)
             score_groups(s, batch, groups)
+            if s.reviser is not None:  # failed revisions replaced by their originals (or dropped)
+                groups, settled = s.reviser.settle(groups)
+                _add_metrics(batch.revision_metrics, settled)
             for g in groups:
                 if not cfg.algo.dynamic_sampling or _spread(g) > 1e-9 or round_ == rounds - 1:
                     batch.groups.append(g)
@@ -419,6 +454,25 @@ def sample_groups(s: RLSession, batch: StepBatch, examples: list[Example], step:
                for c in completions[i * G:(i + 1) * G]] for i in range(len(examples))]
     batch.score_seconds += time.time() - t
     return groups
+
+
+def revise_groups(s: RLSession, batch: StepBatch, groups: list[list[Rollout]], step: int, round_: int
+                  ) -> list[list[Rollout]]:
+    """REA-RL: G originals -> 2G (original, revision) per group (see aha.train.revision)."""
+    r = s.cfg.rollout
+    params = SamplingParams(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k, stop=list(r.stop),
+                            seed=step_seed(s.cfg.run.seed, step, round_) + 1)
+    groups, metrics = s.reviser.revise(s.generator, s.model, groups, params)
+    batch.gen_seconds += metrics["revision/seconds"]
+    batch.gen_tokens += int(metrics["revision/generated_tokens"])
+    _add_metrics(batch.revision_metrics, metrics)
+    return groups
+
+
+def _add_metrics(into: dict[str, float], new: dict[str, float]) -> None:
+    """Merge a dynamic-sampling round's revision figures: counts add up, the rest is the last round's."""
+    for k, v in new.items():
+        into[k] = into.get(k, 0.0) + v if k in ("revision/made", "revision/seconds", "revision/generated_tokens") else v
 
 
 def score_groups(s: RLSession, batch: StepBatch, groups: list[list[Rollout]]) -> None:
@@ -467,7 +521,8 @@ def compute_advantages(s: RLSession, batch: StepBatch) -> dict[str, float]:
     """Set every kept rollout's advantage; returns the KL penalty's mean when it is in the reward."""
     a = s.cfg.algo
     rollouts = batch.rollouts
-    rewards = batch.rewards()  # (P, G)
+    # revisions: groups may be ragged (dropped revisions), so rewards are padded with a valid mask
+    rewards, valid = batch.padded(lambda r: r.reward) if s.reviser is not None else (batch.rewards(), None)  # (P, G)
     metrics: dict[str, float] = {}
     if s.plan.kl_in_reward:
         # the sequence KL under the sampling policy, subtracted from the reward
@@ -476,9 +531,12 @@ def compute_advantages(s: RLSession, batch: StepBatch) -> dict[str, float]:
         rewards, seq_kl = kl_penalty_rewards(rewards, old, ref, _length_mask(rollouts), a.kl_coef,
                                              kind=a.kl_estimator, clamp=a.kl_clamp or None)
         metrics["kl_in_reward"] = float(seq_kl.mean())
-    valid = torch.ones_like(rewards, dtype=torch.bool)  # (P, G)
+    if valid is None:
+        valid = torch.ones_like(rewards, dtype=torch.bool)  # (P, G)
     advantages = s.estimator(rewards, valid, **a.advantage_options)  # (P, G)
-    for r, adv in zip(rollouts, advantages.reshape(-1).tolist()):
+    if s.reviser is not None and s.cfg.rollout.revision.zero_adv_if_none_correct:
+        advantages = zero_unsolved_groups(advantages, batch.padded(lambda r: r.verdict.correct)[0] > 0, valid)
+    for r, adv in zip(rollouts, advantages[valid].tolist()):
         r.advantage = adv
     return metrics
 
@@ -521,8 +579,8 @@ def accumulate_gradients(s: RLSession, mini: list[Rollout], first_pass: bool, su
     gradient. Adds the metrics to `sums`; returns the number of micro-batches."""
     a, plan = s.cfg.algo, s.plan
     truncated = torch.tensor([r.truncated for r in mini])  # (M,)
-    batch_tokens, batch_rows = batch_divisors(loss_token_mask(_length_mask(mini), truncated, a.mask_truncated),
-                                              a.loss_agg)
+    batch_tokens, batch_rows = batch_divisors(
+        loss_token_mask(_with_loss_masks(_length_mask(mini), mini), truncated, a.mask_truncated), a.loss_agg)
     s.optimizer.zero_grad(set_to_none=True)
     micro_batches = s.world.part(_chunks(mini, s.cfg.batch.micro_batch_size))  # N ranks: this rank's share
     for micro in micro_batches:
@@ -533,7 +591,8 @@ def accumulate_gradients(s: RLSession, mini: list[Rollout], first_pass: bool, su
         ref = None
         if plan.need_ref and not plan.kl_in_reward:
             ref = pad_rows([r.ref_logprobs for r in micro], lp.shape[1])  # (B, C)
-        loss_mask = loss_token_mask(mask, torch.tensor([r.truncated for r in micro], device=mask.device),
+        loss_mask = loss_token_mask(_with_loss_masks(mask, micro),
+                                    torch.tensor([r.truncated for r in micro], device=mask.device),
                                     a.mask_truncated)  # (B, C)
         adv = torch.tensor([r.advantage for r in micro], device=lp.device)  # (B,)
         loss, metrics = policy_loss(
@@ -579,10 +638,11 @@ def _old_logprobs(plan: LogprobPlan, micro: list[Rollout], lp: torch.Tensor, mas
 
 def batch_metrics(batch: StepBatch) -> dict[str, float]:
     """What the step's samples say: rewards, accuracy, format, group spread and lengths."""
-    sampled = batch.sampled
+    sampled = [r for r in batch.sampled if r.kind == "sample"]  # the policy's own samples
     lengths = [len(r.completion.token_ids) for r in sampled]
     return {
         **batch.reward_metrics,
+        **batch.revision_metrics,
         "accuracy": _mean(r.verdict.correct for r in sampled),
         "format_rate": _mean(r.verdict.format_ok for r in sampled),
         "partial": _mean(r.verdict.partial for r in sampled),
@@ -673,6 +733,18 @@ def _length_mask(rollouts: list[Rollout]) -> torch.Tensor:
     return torch.arange(int(lengths.max()))[None, :] < lengths[:, None]
 
 
+def _with_loss_masks(mask: torch.Tensor, rollouts: list[Rollout]) -> torch.Tensor:
+    """(N, C) `mask` with the rollouts' own loss masks applied (revision template tokens); `mask`
+    itself when no rollout has one."""
+    if all(r.loss_mask is None for r in rollouts):
+        return mask
+    mask = mask.clone()
+    for i, r in enumerate(rollouts):
+        if r.loss_mask is not None:
+            mask[i, :r.loss_mask.numel()] &= r.loss_mask.to(mask.device)
+    return mask
+
+
 def _spread(group: list[Rollout]) -> float:
     return max(r.reward for r in group) - min(r.reward for r in group)
 
@@ -694,6 +766,7 @@ def _write_rollouts(path: Path, step: int, batch: StepBatch) -> None:
         "num_tokens": len(r.completion.token_ids), "finish_reason": r.completion.finish_reason,
         "correct": r.verdict.correct, "format_ok": r.verdict.format_ok, "partial": r.verdict.partial,
         "error": r.verdict.error, "reward": r.reward, "rewards": r.components, "advantage": r.advantage,
+        **({"kind": r.kind} if r.kind != "sample" else {}),
     } for r in batch.sampled])
 
 

@@ -1,0 +1,127 @@
+"""REA-RL on this CPU (issue 21's demonstration): a tiny model that overthinks, trained three ways.
+
+1. Overthinking traces: the demo's Knights-and-Knaves solver traces (reflective), one paragraph per
+   line ("\\n\\n" between lines, so REA-RL's chunking sees them), followed by a tail that keeps
+   checking after the solution is found ("Wait, let me check again. ... NAME is a knight. ...").
+2. SFT of a start model (by default the `aha demo` SFT model) on them -> the overthinking model.
+3. From that model, the same steps and seed: GRPO on accuracy; GRPO + length (Kimi); REA-RL with
+   the oracle detector (revision, refine_length, reflection_density with the released regex).
+4. Greedy evaluation of the four models on held-out puzzles, `aha compare` against the
+   overthinking model: accuracy with paired intervals and the token-savings table.
+
+    python benchmarks/rea_rl_cpu.py --start /work/olddemo/sft/model --out runs/rea-rl-cpu \
+        [--sft-steps 300] [--rl-steps 30] [--prompts 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+TASK = {"people": "2-3", "count": 20000, "fill": True, "test_count": 300, "seed": 0, "depth": 2,
+        "name_pool": 8, "quiz_style": "plain", "system_prompt": "", "trace_style": "reflective"}
+
+
+def overthinking_trace(ex) -> str:
+    """The solver's reflective trace as paragraphs, then a tail that goes over the solution twice
+    more in the trace's own phrases (so the start model learns it fast): "Reconsider: NAME is a
+    ROLE." for everyone, and the final check line again."""
+    trace = ex.meta["trace"]
+    think, _, rest = trace.partition("</think>")
+    lines = [x for x in think.replace("<think>", "").split("\n") if x.strip()]
+    roles = ["knight" if k else "knave" for k in ex.meta["solution"]]
+    again = [f"Reconsider: {n} is a {r}." for n, r in zip(ex.meta["names"], roles)] + [lines[-1]]
+    return "<think>" + "\n\n".join(lines + again + again) + "</think>" + rest
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--start", required=True, help="model folder to start from (the demo's SFT model)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--sft-steps", type=int, default=100)
+    p.add_argument("--sft-examples", type=int, default=6000)
+    p.add_argument("--rl-steps", type=int, default=30)
+    p.add_argument("--prompts", type=int, default=8)
+    p.add_argument("--max-new-tokens", type=int, default=384)
+    p.add_argument("--lr", type=float, default=2e-4, help="RL learning rate (full fine-tuning)")
+    p.add_argument("--kl", type=float, default=0.04, help="k3 KL coefficient to the start model (paper 0.04)")
+    p.add_argument("--eval-limit", type=int, default=0, help="evaluate the first N held-out puzzles (0 = all 600)")
+    p.add_argument("--only", nargs="*", default=[], help="run only these stages (sft, start, grpo, grpo_len, rea_rl)")
+    args = p.parse_args()
+
+    from aha.cli import main as aha
+    from aha.runs import write_jsonl
+    from aha.tasks import get_task
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    task_opts = dict(TASK)
+    task = get_task("knights-knaves", **task_opts)
+    seconds: dict[str, float] = {}
+
+    def stage(name: str) -> bool:
+        return not args.only or name in args.only
+
+    sft_model = out / "sft" / "model"
+    if stage("sft"):
+        rows = [{"prompt": ex.prompt, "response": overthinking_trace(ex)}
+                for ex in list(task.examples("train"))[: args.sft_examples] if ex.meta.get("trace")]
+        write_jsonl(out / "overthinking_sft.jsonl", rows)
+        t = time.time()
+        assert aha(["sft", f"model.path={args.start}", "model.device=cpu", f"data.files=[{out / 'overthinking_sft.jsonl'}]",
+                    f"steps={args.sft_steps}", "optim.lr=6e-4", "optim.warmup_steps=10", "val_every=0",
+                    "batch_tokens=4096",
+                    "data.val_fraction=0", "data.max_length=1024", f"run.out_dir={out / 'sft'}",
+                    "run.progress=false"]) == 0
+        seconds["sft"] = time.time() - t
+
+    test_opts = ["--task-option", "people=2-3", "--task-option", "count=20000", "--task-option", "fill=true",
+                 "--task-option", "test_count=300", "--task-option", "seed=0", "--task-option", "name_pool=8",
+                 "--task-option", "quiz_style=plain", "--task-option", "system_prompt=",
+                 "--task-option", "trace_style=none"]
+
+    def evaluate(name: str, model: Path) -> None:
+        t = time.time()
+        assert aha(["eval", "--model", str(model), "--task", "knights-knaves", *test_opts, "--split", "test",
+                    "--max-new-tokens", str(args.max_new_tokens), "--device", "cpu", "--no-plots",
+                    "--out", str(out / "eval" / name), "--label", name,
+                    *(["--limit", str(args.eval_limit)] if args.eval_limit else [])]) == 0
+        seconds[f"eval_{name}"] = time.time() - t
+
+    if stage("start"):
+        evaluate("start", sft_model)
+    kk = json.dumps({k: v for k, v in TASK.items() if k != "trace_style"} | {"trace_style": "none"})
+    common = [f"model.path={sft_model}", "model.device=cpu", "task.name=knights-knaves", f"task.options={kk}",
+              f"steps={args.rl_steps}", f"batch.prompts_per_step={args.prompts}", "batch.samples_per_prompt=4",
+              "batch.micro_batch_size=32", "rollout.temperature=0.8", f"rollout.max_new_tokens={args.max_new_tokens}",
+              "rollout.stop=[</answer>]", f"algo.kl_coef={args.kl}", "algo.loss_agg=token_mean",
+              f"optim.lr={args.lr}", "run.progress=false", "save_rollouts=true"]
+    methods = {
+        "grpo": ["rewards=[{name: correctness}]"],
+        "grpo_len": ["rewards=[{name: correctness}, {name: kimi_length, options: {unit: chars}}]"],
+        "rea_rl": ["rewards=[{name: correctness}, {name: refine_length}, "
+                   "{name: reflection_density, options: {match: rea_rl, form: code}}]",
+                   "rollout.revision.enabled=true", "rollout.revision.labeler=oracle:knights-knaves",
+                   "rollout.revision.max_revision_tokens=64",
+                   # one line of these short traces is ~10-15 tokens: chunks of about a line, so the
+                   # normal cut (the first Result chunk at or after half the chunks) can fall in the tail
+                   "rollout.revision.min_tokens=8", "rollout.revision.max_tokens=32"],
+    }
+    for name, extra in methods.items():
+        if not stage(name):
+            continue
+        t = time.time()
+        assert aha(["train", *common, *extra, f"run.out_dir={out / name}"]) == 0
+        seconds[name] = time.time() - t
+        evaluate(name, out / name / "model")
+    (out / "seconds.json").write_text(json.dumps(seconds, indent=2))
+    evals = [str(out / "eval" / n) for n in ("start", "grpo", "grpo_len", "rea_rl") if (out / "eval" / n).is_dir()]
+    if len(evals) > 1:
+        aha(["compare", *evals, "--out", str(out / "compare"), "--no-plots"])
+    print(json.dumps(seconds))
+
+
+if __name__ == "__main__":
+    main()

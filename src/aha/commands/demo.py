@@ -6,7 +6,7 @@ import argparse
 import textwrap
 
 from aha.config import format_help
-from aha.demo import DemoSettings
+from aha.demo import DemoSettings, red
 
 HELP = "offline demo: a from-scratch model learns K&K by SFT on reflective traces, then GRPO (about 20 min)"
 DESCRIPTION = """Seed 000's pipeline in miniature on a CPU, with no downloads:
@@ -39,11 +39,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "meaning, then exit")
 
 
-def settings_from_args(seed: int, pairs: list[str]) -> DemoSettings:
-    """DemoSettings from `--seed` and the `--set KEY=VALUE` pairs (a --set seed= wins over --seed)."""
+def settings_from_args(seed: int, pairs: list[str], quick: bool = False) -> DemoSettings:
+    """DemoSettings from `--seed`, `--quick` and the `--set KEY=VALUE` pairs (a --set wins over both)."""
     from aha.config import load_config
+    from aha.demo import QUICK
 
-    return load_config(DemoSettings, None, [f"seed={seed}", *pairs])
+    quick_pairs = [f"{k}={v}" for k, v in QUICK.items()] if quick else []
+    return load_config(DemoSettings, None, [f"seed={seed}", *quick_pairs, *pairs])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,12 +55,15 @@ def run(args: argparse.Namespace) -> int:
     from aha.demo import run_demo
     from aha.runs import default_run_dir
 
-    settings = settings_from_args(args.seed, args.set)
+    settings = settings_from_args(args.seed, args.set, quick=args.quick)
     out = args.out or default_run_dir("demo")
-    summary = run_demo(out, quick=args.quick, settings=settings, grpo_from=args.grpo_from)
+    summary = run_demo(out, settings=settings, grpo_from=args.grpo_from)
     st = summary["stages"]
     print("\nstage            accuracy   95% CI")
     for name in (n for n in ("untrained", "sft", "sft_continued", "grpo") if n in st):
         print(f"{name:<16} {st[name]['accuracy']:.3f}      [{st[name]['ci_low']:.3f}, {st[name]['ci_high']:.3f}]")
-    print(f"\nreport: {out}/{'compare.md' if args.grpo_from else 'REPORT.md'}")
+    print(f"\nreport: {out}/{'compare.md' if args.grpo_from and summary['valid'] else 'REPORT.md'}")
+    if not summary["valid"]:
+        print(red(f"INVALID RUN, not a result: {summary['reason']}"))
+        return 1
     return 0

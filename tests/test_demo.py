@@ -24,10 +24,15 @@ def test_quick_demo_runs_every_stage(tmp_path, capsys):
                  "sft/model/model.safetensors", "grpo/model/model.safetensors", "grpo/metrics.jsonl",
                  "sft_continued/model/model.safetensors"]:
         assert (out / path).is_file(), path
-    pngs = list((out / "plots").glob("*.png"))
-    assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    # the training curves: GRPO's reward, accuracy, length and KL; the SFT loss with the control after it
+    assert sorted(p.name for p in (out / "plots").glob("*.png")) == [
+        "grpo_accuracy.png", "grpo_kl.png", "grpo_response_length.png", "grpo_reward.png", "sft_loss.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in (out / "plots").glob("*.png"))
     assert results["seconds"]["sft_continued"] > 0
-    assert "GRPO minus SFT" in (out / "REPORT.md").read_text()
+    report = (out / "REPORT.md").read_text()
+    for text in ("GRPO minus SFT", "GRPO minus the control", "reflection rate", "mean length", "## Training curves",
+                 "standing in for samples a teacher model would give", "200 reflective traces"):
+        assert text in report, text
     # GRPO against the control is a paired difference with an interval, and "above" means beyond it
     v = results["verdict"]
     low, high = v["grpo_minus_control_ci"]
@@ -35,7 +40,14 @@ def test_quick_demo_runs_every_stage(tmp_path, capsys):
     assert v["grpo_minus_control"] == pytest.approx(
         results["stages"]["grpo"]["accuracy"] - results["stages"]["sft_continued"]["accuracy"])
     assert v["grpo_above_control"] == (low > 0)
-    assert "above the control by more than the interval" in (out / "REPORT.md").read_text()
+    paired = results["paired"]["GRPO minus the control"]
+    assert (paired["baseline"], paired["stage"], paired["difference"]) == ("sft_continued", "grpo",
+                                                                         v["grpo_minus_control"])
+    # the report can be rebuilt from the folder alone, to the same text
+    from aha.demo import write_report
+
+    write_report(out)
+    assert (out / "REPORT.md").read_text() == report
     assert "grpo" in capsys.readouterr().out
     # every budget is a step count, run in full; the control's is GRPO's steps x the quiet-machine ratio
     assert results["valid"] is True and results["reason"] is None
@@ -131,10 +143,9 @@ def test_demo_help_lists_every_setting_with_its_help(capsys):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("pairs, reason, ran", [
-    # the timed steps already show SFT cannot finish within its guard: refused before training
-    (["sft_max_seconds=0.001"], "SFT would take about", set()),
-    # without the estimate the SFT time guard cuts the stage: not a result, and nothing after it runs
-    (["sft_max_seconds=0.001", "probe_steps=0"], "SFT stopped after 1 of its 40 steps", {"untrained"}),
+    # the SFT time guard cuts the stage: not a result, and nothing after it runs (the timed steps
+    # warned of it before SFT started)
+    (["sft_max_seconds=0.001"], "SFT stopped after 1 of its 40 steps", {"untrained"}),
     # SFT below the accuracy floor (quick SFT scores 0.000): GRPO from it would learn nothing
     (["min_sft_accuracy=0.5"], "SFT held-out accuracy 0.000 is at the floor", {"untrained", "sft"}),
 ])
@@ -146,7 +157,9 @@ def test_a_truncated_or_floored_run_is_invalid(tmp_path, capsys, pairs, reason, 
     assert set(results["stages"]) == ran and not (out / "grpo").exists()
     report = (out / "REPORT.md").read_text().splitlines()
     assert report[0] == "# aha demo: INVALID RUN" and reason in report[2]
-    assert "INVALID RUN" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "INVALID RUN" in printed
+    assert ("warning: at this speed SFT would take about" in printed) == ("sft_max_seconds=0.001" in pairs)
 
 
 def test_teacher_traces_are_a_fixed_seeded_subset():

@@ -88,7 +88,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             body.append([name, f"invalid: {r['reason']}", "-", "-", "-", "-", "-"])
             continue
         body.append([name, acc(r.get("sft")), acc(r.get("grpo")), acc(r.get("sft_continued")),
-                     diff(r.get("grpo_minus_sft")), diff(r.get("grpo_minus_control")), f"{r['seconds'] / 60:.0f}"])
+                     diff(r.get("grpo_minus_sft")), diff(r.get("grpo_minus_control")),
+                     f"{r['seconds'] / 60:.0f} ({(r.get('load') or {}).get('start')})"])
     return markdown_table(["teacher traces", "SFT", "SFT + GRPO", "control", "GRPO minus SFT",
                            "GRPO minus control", "minutes (load)"], body)
 

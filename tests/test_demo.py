@@ -182,3 +182,15 @@ def test_control_budget_is_a_step_count_from_the_ratio():
 
     assert control_steps(DemoSettings()) == 520  # 130 GRPO steps x 4.0
     assert control_steps(DemoSettings(grpo_steps=7, control_steps_per_grpo_step=2.5)) == 18  # 17.5 rounds to 18
+
+
+def test_steps_done_reads_the_last_metrics_step(tmp_path):
+    from aha.demo import StageStopped, _check_steps, steps_done
+
+    assert steps_done(tmp_path) == 0  # no metrics.jsonl: nothing ran
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "time": s / 10}) + "\n"
+                                                    for s in (5, 10, 12)))
+    assert steps_done(tmp_path) == 12  # both trainers write their final step, logged or not
+    assert _check_steps("SFT", tmp_path, 12, 900.0) == 12  # the whole budget: fine
+    with pytest.raises(StageStopped, match="SFT stopped after 12 of its 40 steps"):
+        _check_steps("SFT", tmp_path, 40, 900.0)  # cut short: the run is not a result

@@ -1,6 +1,8 @@
-"""How much GRPO adds as the teacher's budget shrinks: `aha demo` at several teacher budgets.
+r"""How much GRPO adds as the teacher's budget shrinks: `aha demo` at several teacher budgets.
 
     python3 benchmarks/demo_budgets.py --budgets 500,1000,2000,4000,0 --out runs/budgets
+    python3 benchmarks/demo_budgets.py --budgets 1000,4000 --out runs/budgets --jobs 2 --nice 5 --threads 1 \
+        --set sft_max_seconds=30000 --set grpo_max_seconds=30000    # a shared machine
     python3 benchmarks/demo_budgets.py --budgets 1000,4000 --out runs/budgets --collect-only
 
 Each budget N is one full `aha demo --set teacher_budget=N --out OUT/N` (0 = a trace for every
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 
-def run_one(budget: int, out: Path, extra: list[str], nice: int) -> int:
+def run_one(budget: int, out: Path, extra: list[str], nice: int, threads: int) -> int:
     folder = out / str(budget)
     if (folder / "results.json").is_file():
         return 0
@@ -38,8 +40,9 @@ def run_one(budget: int, out: Path, extra: list[str], nice: int) -> int:
     cmd = [sys.executable, "-m", "aha.cli", "demo", "--set", f"teacher_budget={budget}", "--out", str(folder), *extra]
     if nice:
         cmd = ["nice", "-n", str(nice), *cmd]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
     with open(out / f"{budget}.log", "w", encoding="utf-8") as log:
-        return subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
 def collect(budgets: list[int], out: Path) -> list[dict[str, Any]]:
@@ -141,6 +144,8 @@ def main() -> int:
     ap.add_argument("--out", default="runs/budgets", help="folder of the demos (OUT/N) and the summary")
     ap.add_argument("--jobs", type=int, default=1, help="demos at once (default 1)")
     ap.add_argument("--nice", type=int, default=0, help="run the demos under `nice -n N` (a shared machine)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads per demo (OMP_NUM_THREADS; default: "
+                    "torch's own, the core count). Results are exact per thread count")
     ap.add_argument("--collect-only", action="store_true", help="only summarize the demos already finished")
     ap.add_argument("--docs", default=None, help="also copy the figures and the table into this folder")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -152,7 +157,7 @@ def main() -> int:
     if not args.collect_only:
         extra = [x for pair in args.set for x in ("--set", pair)]
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            codes = list(pool.map(lambda b: run_one(b, out, extra, args.nice), budgets))
+            codes = list(pool.map(lambda b: run_one(b, out, extra, args.nice, args.threads), budgets))
         for b, code in zip(budgets, codes):
             if code:
                 print(f"budget {b}: aha demo exited with {code} (see {out / f'{b}.log'})", file=sys.stderr)

@@ -36,8 +36,8 @@ from aha.errors import AhaError
 
 @dataclass
 class DemoSettings:
-    """Budgets and knobs of the demo (the full defaults are the ones the README's result used; what
-    was measured on the way to them: docs/demo/SETTINGS.md).
+    """Budgets and knobs of the demo (what was measured on the way to the defaults:
+    docs/demo/SETTINGS.md).
 
     Budgets are step counts, so a run's numbers do not depend on how busy the machine is; the
     `*_max_seconds` caps only guard against a hang. The control's budget is a step count too:
@@ -51,7 +51,8 @@ class DemoSettings:
                               "with traces)", min=1)
     teacher_budget: int = option(1000, "reflective traces SFT and the control learn from: a fixed, seeded set "
                                  "of training puzzles with the solver's trace (standing in for a teacher's "
-                                 "samples); 0 = a trace for every training puzzle", min=0)
+                                 "samples); 0 = a trace for every training puzzle but the 200 kept for the "
+                                 "validation loss", min=0)
     fill: bool = option(True, "repeat the scarce 2-person statement sets under fresh names up to train_count, "
                         "so both sizes train equally")
     test_count: int = option(300, "held-out puzzles per size", min=1)

@@ -27,8 +27,8 @@ invalid: it stops, says why in red, writes "valid": false and exits with 1.
   aha demo --grpo-from runs/demo-A --set grpo_kl_coef=0 --out runs/demo-A-nokl
                              # GRPO stage only, from demo A's SFT model, compared with it
 
-Settings (--set KEY=VALUE, values read like recipe overrides; the defaults are the README's run;
-what was measured on the way to them: docs/demo/SETTINGS.md):
+Settings (--set KEY=VALUE, values read like recipe overrides; what was measured on the way to the
+defaults: docs/demo/SETTINGS.md):
 {settings}""".format(settings=textwrap.indent(format_help(DemoSettings), "  "))
 
 

@@ -194,3 +194,22 @@ def test_steps_done_reads_the_last_metrics_step(tmp_path):
     assert _check_steps("SFT", tmp_path, 12, 900.0) == 12  # the whole budget: fine
     with pytest.raises(StageStopped, match="SFT stopped after 12 of its 40 steps"):
         _check_steps("SFT", tmp_path, 40, 900.0)  # cut short: the run is not a result
+
+
+def test_sample_outputs_are_correct_reflective_and_one_per_size_first(tmp_path):
+    from aha.demo import _samples_with_reflection
+
+    rows = [  # (id, bucket, correct, reflections, completion)
+        ("a", "2ppl", True, 1, "x" * 50),    # correct, reflects: the longest 2ppl one
+        ("b", "2ppl", True, 2, "x" * 40),    # correct, reflects, shorter
+        ("c", "3ppl", True, 1, "x" * 10),    # the only 3ppl candidate: picked before b
+        ("d", "3ppl", False, 3, "x" * 90),   # wrong: never shown
+        ("e", "2ppl", True, 0, "x" * 99),    # correct without reflection: never shown
+    ]
+    (tmp_path / "eval" / "grpo").mkdir(parents=True)
+    (tmp_path / "eval" / "grpo" / "samples.jsonl").write_text("".join(
+        json.dumps({"id": i, "bucket": b, "correct": c, "reflections": n, "completion": t}) + "\n"
+        for i, b, c, n, t in rows))
+    assert [r["id"] for r in _samples_with_reflection(tmp_path)] == ["a", "c"]
+    assert [r["id"] for r in _samples_with_reflection(tmp_path, n=3)] == ["a", "c", "b"]
+    assert _samples_with_reflection(tmp_path / "nothing") == []

@@ -49,7 +49,7 @@ class DemoSettings:
     rl_people: str = option("2-3", "sizes GRPO samples from")
     train_count: int = option(20000, "training puzzles per size (GRPO's pool; SFT sees teacher_budget of them "
                               "with traces)", min=1)
-    teacher_budget: int = option(1000, "reflective traces SFT and the control learn from: a fixed, seeded set "
+    teacher_budget: int = option(4000, "reflective traces SFT and the control learn from: a fixed, seeded set "
                                  "of training puzzles with the solver's trace (standing in for a teacher's "
                                  "samples); 0 = a trace for every training puzzle but the 200 kept for the "
                                  "validation loss", min=0)

@@ -23,7 +23,7 @@ invalid: it stops, says why in red, writes "valid": false and exits with 1.
   aha demo --quick           # every stage on tiny budgets (about 2-3 minutes): plumbing, not quality
   aha demo --out DIR         # default runs/demo-<date>-<time>
   aha demo --set grpo_lr=1e-4 --set grpo_steps=150   # change any setting below
-  aha demo --set teacher_budget=4000                  # SFT (and the control) on 4,000 traces
+  aha demo --set teacher_budget=1000                  # SFT (and the control) on 1,000 traces
   aha demo --grpo-from runs/demo-A --set grpo_kl_coef=0 --out runs/demo-A-nokl
                              # GRPO stage only, from demo A's SFT model, compared with it
 

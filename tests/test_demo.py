@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from aha.cli import main
 
 
+@pytest.mark.slow
 def test_quick_demo_runs_every_stage(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out)]) == 0
@@ -22,10 +24,15 @@ def test_quick_demo_runs_every_stage(tmp_path, capsys):
                  "sft/model/model.safetensors", "grpo/model/model.safetensors", "grpo/metrics.jsonl",
                  "sft_continued/model/model.safetensors"]:
         assert (out / path).is_file(), path
-    pngs = list((out / "plots").glob("*.png"))
-    assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    # the training curves: GRPO's reward, accuracy, length and KL; the SFT loss with the control after it
+    assert sorted(p.name for p in (out / "plots").glob("*.png")) == [
+        "grpo_accuracy.png", "grpo_kl.png", "grpo_response_length.png", "grpo_reward.png", "sft_loss.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in (out / "plots").glob("*.png"))
     assert results["seconds"]["sft_continued"] > 0
-    assert "GRPO minus SFT" in (out / "REPORT.md").read_text()
+    report = (out / "REPORT.md").read_text()
+    for text in ("GRPO minus SFT", "GRPO minus the control", "reflection rate", "mean length", "## Training curves",
+                 "standing in for samples a teacher model would give", "200 reflective traces"):
+        assert text in report, text
     # GRPO against the control is a paired difference with an interval, and "above" means beyond it
     v = results["verdict"]
     low, high = v["grpo_minus_control_ci"]
@@ -33,11 +40,29 @@ def test_quick_demo_runs_every_stage(tmp_path, capsys):
     assert v["grpo_minus_control"] == pytest.approx(
         results["stages"]["grpo"]["accuracy"] - results["stages"]["sft_continued"]["accuracy"])
     assert v["grpo_above_control"] == (low > 0)
-    assert "above the control by more than the interval" in (out / "REPORT.md").read_text()
-    assert "grpo" in capsys.readouterr().out
-    # GRPO is anchored to the SFT model by the KL term (without it the measured policy drifted)
-    import yaml
+    paired = results["paired"]["GRPO minus the control"]
+    assert (paired["baseline"], paired["stage"], paired["difference"]) == ("sft_continued", "grpo",
+                                                                         v["grpo_minus_control"])
+    # the report can be rebuilt from the folder alone, to the same text
+    from aha.demo import write_report
 
+    write_report(out)
+    assert (out / "REPORT.md").read_text() == report
+    assert "grpo" in capsys.readouterr().out
+    # every budget is a step count, run in full; the control's is GRPO's steps x the quiet-machine ratio
+    assert results["valid"] is True and results["reason"] is None
+    assert results["steps"] == {"sft": 40, "grpo": 4, "sft_continued": 16}  # 4 x 4.0
+    assert results["estimate"]["sft_step_seconds"] > 0
+    est = results["estimate"]
+    assert est["total_seconds"] == pytest.approx(est["sft_seconds"] + 2 * est["control_seconds"] + 60)
+    # SFT and the control learn from the same fixed set of teacher traces; validation traces lie outside it
+    traces = [json.loads(x) for x in (out / "data" / "traces.jsonl").read_text().splitlines()]
+    val = [json.loads(x) for x in (out / "data" / "val_traces.jsonl").read_text().splitlines()]
+    assert len(traces) == 200 and len(val) == 80 and not {t["id"] for t in traces} & {v["id"] for v in val}
+    for stage in ("sft", "sft_continued"):
+        cfg = yaml.safe_load((out / stage / "config.yaml").read_text())
+        assert cfg["data"]["files"] == [str(out / "data" / "traces.jsonl")] and not cfg["data"]["task"]
+    # GRPO is anchored to the SFT model by the KL term (without it the measured policy drifted)
     from aha.demo import DemoSettings
 
     grpo_cfg = yaml.safe_load((out / "grpo" / "config.yaml").read_text())
@@ -114,3 +139,77 @@ def test_demo_help_lists_every_setting_with_its_help(capsys):
         assert f"  {f.name} (" in text and f.metadata["help"] in text, f.name
     assert main(["demo", "--help-config"]) == 0
     assert "grpo_kl_coef (float, default 0.1)" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pairs, reason, ran", [
+    # the SFT time guard cuts the stage: not a result, and nothing after it runs (the timed steps
+    # warned of it before SFT started)
+    (["sft_max_seconds=0.001"], "SFT stopped after 1 of its 40 steps", {"untrained"}),
+    # SFT below the accuracy floor (quick SFT scores 0.000): GRPO from it would learn nothing
+    (["min_sft_accuracy=0.5"], "SFT held-out accuracy 0.000 is at the floor", {"untrained", "sft"}),
+])
+def test_a_truncated_or_floored_run_is_invalid(tmp_path, capsys, pairs, reason, ran):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out), *(x for pair in pairs for x in ("--set", pair))]) == 1
+    results = json.loads((out / "results.json").read_text())
+    assert results["valid"] is False and reason in results["reason"]
+    assert set(results["stages"]) == ran and not (out / "grpo").exists()
+    report = (out / "REPORT.md").read_text().splitlines()
+    assert report[0] == "# aha demo: INVALID RUN" and reason in report[2]
+    printed = capsys.readouterr().out
+    assert "INVALID RUN" in printed
+    assert ("warning: at this speed SFT would take about" in printed) == ("sft_max_seconds=0.001" in pairs)
+
+
+def test_teacher_traces_are_a_fixed_seeded_subset():
+    from aha.demo import teacher_traces
+
+    pool = list(range(1000))
+    traced, val = teacher_traces(pool, 300, seed=0)
+    assert len(traced) == 300 and len(val) == 100  # validation: min(200, a tenth of the pool)
+    assert traced == sorted(traced) and not set(traced) & set(val)
+    assert teacher_traces(pool, 300, seed=0) == (traced, val)  # the same seed, the same traces
+    assert teacher_traces(pool, 300, seed=1)[0] != traced
+    # a smaller budget is a prefix of the same shuffle: budgets nest, so a curve over them adds traces
+    assert set(teacher_traces(pool, 100, seed=0)[0]) <= set(traced)
+    everything, _ = teacher_traces(pool, 0, seed=0)  # 0: every puzzle but the validation ones
+    assert len(everything) == 900 and teacher_traces(pool, 5000, seed=0)[0] == everything
+
+
+def test_control_budget_is_a_step_count_from_the_ratio():
+    from aha.demo import DemoSettings, control_steps
+
+    assert control_steps(DemoSettings()) == 520  # 130 GRPO steps x 4.0
+    assert control_steps(DemoSettings(grpo_steps=7, control_steps_per_grpo_step=2.5)) == 18  # 17.5 rounds to 18
+
+
+def test_steps_done_reads_the_last_metrics_step(tmp_path):
+    from aha.demo import StageStopped, _check_steps, steps_done
+
+    assert steps_done(tmp_path) == 0  # no metrics.jsonl: nothing ran
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "time": s / 10}) + "\n"
+                                                    for s in (5, 10, 12)))
+    assert steps_done(tmp_path) == 12  # both trainers write their final step, logged or not
+    assert _check_steps("SFT", tmp_path, 12, 900.0) == 12  # the whole budget: fine
+    with pytest.raises(StageStopped, match="SFT stopped after 12 of its 40 steps"):
+        _check_steps("SFT", tmp_path, 40, 900.0)  # cut short: the run is not a result
+
+
+def test_sample_outputs_are_correct_reflective_and_one_per_size_first(tmp_path):
+    from aha.demo import _samples_with_reflection
+
+    rows = [  # (id, bucket, correct, reflections, completion)
+        ("a", "2ppl", True, 1, "x" * 50),    # correct, reflects: the longest 2ppl one
+        ("b", "2ppl", True, 2, "x" * 40),    # correct, reflects, shorter
+        ("c", "3ppl", True, 1, "x" * 10),    # the only 3ppl candidate: picked before b
+        ("d", "3ppl", False, 3, "x" * 90),   # wrong: never shown
+        ("e", "2ppl", True, 0, "x" * 99),    # correct without reflection: never shown
+    ]
+    (tmp_path / "eval" / "grpo").mkdir(parents=True)
+    (tmp_path / "eval" / "grpo" / "samples.jsonl").write_text("".join(
+        json.dumps({"id": i, "bucket": b, "correct": c, "reflections": n, "completion": t}) + "\n"
+        for i, b, c, n, t in rows))
+    assert [r["id"] for r in _samples_with_reflection(tmp_path)] == ["a", "c"]
+    assert [r["id"] for r in _samples_with_reflection(tmp_path, n=3)] == ["a", "c", "b"]
+    assert _samples_with_reflection(tmp_path / "nothing") == []

@@ -9,7 +9,7 @@
 4. Greedy evaluation of the four models on held-out puzzles, `aha compare` against the
    overthinking model: accuracy with paired intervals and the token-savings table.
 
-    python benchmarks/rea_rl_cpu.py --start /work/olddemo/sft/model --out runs/rea-rl-cpu \
+    python benchmarks/rea_rl_cpu.py --start DEMO_DIR/sft/model --out runs/rea-rl-cpu \
         [--sft-steps 300] [--rl-steps 30] [--prompts 8]
 """
 

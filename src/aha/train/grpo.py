@@ -347,6 +347,9 @@ def start_session(cfg: TrainConfig) -> tuple[RLSession, int, int]:
                        "task.options.test_data), or set val_every=0")
 
     world = init_world()
+    if cfg.rollout.revision.enabled and world.distributed:  # before anything is written
+        raise AhaError("rollout.revision (REA-RL) runs in one process only for now; launch it without "
+                       "torchrun/accelerate, or set rollout.revision.enabled=false")
     run = open_run(world, lambda: RunDir.create(resume_from or cfg.run.out_dir or None, "train",
                                                 resume=resume_from is not None, tensorboard=cfg.run.tensorboard,
                                                 wandb_project=cfg.run.wandb_project))  # rank 0 writes it
@@ -365,9 +368,6 @@ def start_session(cfg: TrainConfig) -> tuple[RLSession, int, int]:
     s = RLSession(cfg, task, train_examples, val_examples, composer, estimator, run, model, tokenizer,
                   reference, generator, optimizer, scheduler, LogprobPlan.from_config(cfg), world=world)
     if cfg.rollout.revision.enabled:
-        if world.distributed:
-            raise AhaError("rollout.revision (REA-RL) runs in one process only for now; launch it without "
-                           "torchrun/accelerate, or set rollout.revision.enabled=false")
         from aha.train.revision import Reviser
 
         s.reviser = Reviser(cfg.rollout.revision, task, tokenizer, cfg.task.name)

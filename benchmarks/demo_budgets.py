@@ -98,44 +98,42 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def figures(rows: list[dict[str, Any]], out: Path) -> list[Path]:
-    from aha.report.plots import new_figure, save_figure
-
     rows = [r for r in rows if r["valid"] and r.get("grpo")]
     if not rows:
         return []
+    return [
+        _budget_figure(rows, (("sft", "SFT"), ("grpo", "SFT + GRPO"), ("sft_continued", "control")), "accuracy",
+                       "greedy accuracy, held-out puzzles", "aha demo: accuracy per teacher budget (95% intervals)",
+                       out / "budgets_accuracy.png", first_color=0, zero_line=False),
+        _budget_figure(rows, (("grpo_minus_sft", "GRPO minus SFT"), ("grpo_minus_control", "GRPO minus control")),
+                       "difference", "paired difference in accuracy",
+                       "What GRPO adds as the teacher's budget shrinks (paired 95% intervals)",
+                       out / "budgets_gain.png", first_color=1, zero_line=True),
+    ]
+
+
+def _budget_figure(rows: list[dict[str, Any]], series: tuple[tuple[str, str], ...], value: str, ylabel: str,
+                   title: str, path: Path, first_color: int, zero_line: bool) -> Path:
+    """One curve per (row key, name) over the teacher budgets, with each point's 95% interval."""
+    from aha.report.plots import new_figure, save_figure
+
     xs = [r["traces"] for r in rows]
     labels = [f"{r['traces']:,}" + ("\n(all)" if r["budget"] == 0 else "") for r in rows]
-    made = []
     fig, ax = new_figure()
-    for i, (stage, name) in enumerate((("sft", "SFT"), ("grpo", "SFT + GRPO"), ("sft_continued", "control"))):
-        ys = [r[stage]["accuracy"] for r in rows]
-        err = [[r[stage]["accuracy"] - r[stage]["ci_low"] for r in rows],
-               [r[stage]["ci_high"] - r[stage]["accuracy"] for r in rows]]
-        ax.errorbar(xs, ys, yerr=err, color=f"C{i}", marker="o", capsize=3, label=name)
+    if zero_line:
+        ax.axhline(0.0, color="0.4", linewidth=1.0)
+    for i, (key, name) in enumerate(series):
+        ys = [r[key][value] for r in rows]
+        err = [[r[key][value] - r[key]["ci_low"] for r in rows], [r[key]["ci_high"] - r[key][value] for r in rows]]
+        ax.errorbar(xs, ys, yerr=err, color=f"C{i + first_color}", marker="o", capsize=3, label=name)
     ax.set_xscale("log")
     ax.minorticks_off()
     ax.set_xticks(xs, labels)
     ax.set_xlabel("teacher traces SFT learns from")
-    ax.set_ylabel("greedy accuracy, held-out puzzles")
-    ax.set_title("aha demo: accuracy per teacher budget (95% intervals)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend(fontsize=8)
-    made.append(save_figure(fig, out / "budgets_accuracy.png"))
-    fig, ax = new_figure()
-    ax.axhline(0.0, color="0.4", linewidth=1.0)
-    for i, (key, name) in enumerate((("grpo_minus_sft", "GRPO minus SFT"), ("grpo_minus_control", "GRPO minus control"))):
-        ys = [r[key]["difference"] for r in rows]
-        err = [[r[key]["difference"] - r[key]["ci_low"] for r in rows],
-               [r[key]["ci_high"] - r[key]["difference"] for r in rows]]
-        ax.errorbar(xs, ys, yerr=err, color=f"C{i + 1}", marker="o", capsize=3, label=name)
-    ax.set_xscale("log")
-    ax.minorticks_off()
-    ax.set_xticks(xs, labels)
-    ax.set_xlabel("teacher traces SFT learns from")
-    ax.set_ylabel("paired difference in accuracy")
-    ax.set_title("What GRPO adds as the teacher's budget shrinks (paired 95% intervals)")
-    ax.legend(fontsize=8)
-    made.append(save_figure(fig, out / "budgets_gain.png"))
-    return made
+    return save_figure(fig, path)
 
 
 def main() -> int:

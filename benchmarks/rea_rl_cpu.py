@@ -10,7 +10,7 @@
    overthinking model: accuracy with paired intervals and the token-savings table.
 
     python benchmarks/rea_rl_cpu.py --start DEMO_DIR/sft/model --out runs/rea-rl-cpu \
-        [--sft-steps 300] [--rl-steps 30] [--prompts 8]
+        [--sft-steps 300] [--rl-steps 30] [--prompts 8] [--temperature 0.6]
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ def main() -> None:
     p.add_argument("--prompts", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=384)
     p.add_argument("--lr", type=float, default=2e-4, help="RL learning rate (full fine-tuning)")
+    p.add_argument("--temperature", type=float, default=0.8, help="RL sampling temperature (paper 0.6)")
     p.add_argument("--kl", type=float, default=0.04, help="k3 KL coefficient to the start model (paper 0.04)")
     p.add_argument("--eval-limit", type=int, default=0, help="evaluate the first N held-out puzzles (0 = all 600)")
     p.add_argument("--only", nargs="*", default=[], help="run only these stages (sft, start, grpo, grpo_len, rea_rl)")
@@ -95,7 +96,7 @@ def main() -> None:
     kk = json.dumps({k: v for k, v in TASK.items() if k != "trace_style"} | {"trace_style": "none"})
     common = [f"model.path={sft_model}", "model.device=cpu", "task.name=knights-knaves", f"task.options={kk}",
               f"steps={args.rl_steps}", f"batch.prompts_per_step={args.prompts}", "batch.samples_per_prompt=4",
-              "batch.micro_batch_size=32", "rollout.temperature=0.8", f"rollout.max_new_tokens={args.max_new_tokens}",
+              "batch.micro_batch_size=32", f"rollout.temperature={args.temperature}", f"rollout.max_new_tokens={args.max_new_tokens}",
               "rollout.stop=[</answer>]", f"algo.kl_coef={args.kl}", "algo.loss_agg=token_mean",
               f"optim.lr={args.lr}", "run.progress=false", "save_rollouts=true"]
     methods = {

@@ -83,6 +83,8 @@ def launch(n: int, args: list[str], launcher: str = "torchrun", check: bool = Tr
 def launcher_args(launcher: str, n: int) -> list[str]:
     if launcher == "accelerate":
         return ["--config_file", str(REPO / "recipes" / "accelerate" / "ddp.yaml"), "--num_processes", str(n)]
+    if launcher == "accelerate-fsdp":  # FSDP2 full shard (tests/test_fsdp.py)
+        return ["--config_file", str(REPO / "recipes" / "accelerate" / "fsdp.yaml"), "--num_processes", str(n)]
     if launcher == "accelerate-cpu":  # the pitfall: accelerate starts one process
         return ["--cpu", "--num_processes", str(n)]
     raise ValueError(launcher)

@@ -64,10 +64,14 @@ def set_rng_state(tensors: dict[str, Any], values: dict[str, Any]) -> None:
 
 def save_checkpoint(run_path: Path, step: int, model: Any, tokenizer: Any, optimizer: Any, scheduler: Any,
                     state: dict[str, Any], keep: int = 2,
-                    weights: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
+                    weights: dict[str, dict[str, torch.Tensor]] | None = None,
+                    model_state: dict[str, torch.Tensor] | None = None,
+                    optimizer_state: dict[str, Any] | None = None) -> Path:
     """Write checkpoint `step` (atomically) and keep the newest `keep`; `weights` maps "base" (a
     LoRA model's merged base, written as the folder base/) or "reference" (reference.safetensors)
-    to plain parameter names -> tensors. A failed write (a full disk,
+    to plain parameter names -> tensors. `model_state` and `optimizer_state`: the full states gathered
+    from a sharded model and optimizer (aha.train.fsdp), written in the same format as the live
+    model's and optimizer's own. A failed write (a full disk,
     a read-only folder) removes its partial files, leaves the previous checkpoints as they were and
     raises AhaError saying where and what."""
     root = Path(run_path) / "checkpoints"
@@ -78,9 +82,9 @@ def save_checkpoint(run_path: Path, step: int, model: Any, tokenizer: Any, optim
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
-        model.save_pretrained(str(tmp / "model"))
+        model.save_pretrained(str(tmp / "model"), **({"state_dict": model_state} if model_state is not None else {}))
         tokenizer.save_pretrained(str(tmp / "model"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(optimizer_state if optimizer_state is not None else optimizer.state_dict(), tmp / "optimizer.pt")
         if scheduler is not None:
             torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         tensors, values = rng_state()

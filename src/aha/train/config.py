@@ -287,6 +287,11 @@ class TrainConfig:
     save_rollouts: bool = option(True, "write rollouts/step_XXXXX.jsonl with every completion")
     resume: str = option("", "run directory to continue from its newest checkpoint")
     allow_config_change: bool = option(False, "resume even if the config differs from the run's config.yaml")
+    parallel: str = option("ddp", "on N processes (torchrun): 'ddp' keeps a full replica per process; 'fsdp' "
+                           "shards weights, gradients and AdamW state (FSDP2 full shard); 'fsdp_shard_grad_op' "
+                           "keeps a block's weights gathered from forward to backward. accelerate's FSDP config "
+                           "selects fsdp by itself; one process ignores it", choices=["ddp", "fsdp",
+                                                                                   "fsdp_shard_grad_op"])
     reset: ResetConfig = section(ResetConfig, "ProRL hard resets of the reference (and optimizer)")
     phases: list[Phase] = option([], "ProRL phases: [{after_reset: k, rollout: {temperature, top_p, "
                                  "max_new_tokens}, batch: {samples_per_prompt, mini_batches}, lora: {r, alpha, "

@@ -250,20 +250,17 @@ def current_world() -> World:
 
 
 def check_strategy() -> None:
-    """Refuse accelerate's sharded strategies, which this loop does not implement (it keeps a full
-    replica per rank, so DDP is the strategy): DeepSpeed first names its install command when the
-    package is missing."""
+    """Refuse DeepSpeed, which this loop does not implement (FSDP is `aha.train.fsdp`): the message first
+    names its install command when the package is missing."""
     if _env_true("ACCELERATE_USE_DEEPSPEED"):
         try:
             import deepspeed  # noqa: F401
         except ImportError:
             raise AhaError("this accelerate config uses DeepSpeed, which is not installed: `pip install deepspeed` "
-                           "(or launch with recipes/accelerate/ddp.yaml)") from None
-        raise AhaError("DeepSpeed ZeRO is not supported by aha's trainers yet (they keep a full replica per "
-                       "process); launch with recipes/accelerate/ddp.yaml")
-    if _env_true("ACCELERATE_USE_FSDP"):
-        raise AhaError("FSDP is not supported by aha's trainers yet (they keep a full replica per process); "
-                       "launch with recipes/accelerate/ddp.yaml")
+                           "(or launch with recipes/accelerate/fsdp.yaml to shard, or ddp.yaml)") from None
+        raise AhaError("DeepSpeed ZeRO is not supported by aha's trainers yet; to shard weights, gradients and "
+                       "optimizer state launch with recipes/accelerate/fsdp.yaml (FSDP2, like ZeRO-3) or "
+                       "fsdp_shard_grad_op.yaml (like ZeRO-2), or with ddp.yaml for a full replica per process")
 
 
 def _env_true(name: str) -> bool:
@@ -481,9 +478,11 @@ def open_run(world: World, create: Any) -> Any:
     return run if world.main else FollowerRun(Path(path), world.rank)
 
 
-def world_summary(world: World, prompts_per_step: int, group: int) -> str:
-    """The line a run logs at start: the world size and each rank's share of a step."""
+def world_summary(world: World, prompts_per_step: int, group: int, strategy: str = "") -> str:
+    """The line a run logs at start: the world size, the strategy and each rank's share of a step."""
     each = ", ".join(f"rank {r}: {len(world.share(prompts_per_step, r))} prompts x {group} samples"
                      for r in range(world.size))
     backend = torch.distributed.get_backend() if torch.distributed.is_initialized() else "none"
-    return f"world size {world.size} ({backend}); {each} per step (dynamic sampling rounds split the same way)"
+    how = f", {strategy}" if strategy else ""
+    return (f"world size {world.size} ({backend}{how}); {each} per step (dynamic sampling rounds split the "
+            "same way)")

@@ -53,6 +53,7 @@ from aha.rewards.base import RewardBatch
 from aha.rollout.base import Completion, SamplingParams
 from aha.runs import RunDir, progress, truncate_metrics, write_jsonl
 from aha.tasks.base import Example, Verdict, preopens_think, safe_verify
+from aha.train import fsdp
 from aha.train.checkpoint import list_checkpoints, remove_partial_checkpoints, restore_latest, save_checkpoint
 from aha.train.common import check_resume_config, load_policy, make_optimizer
 from aha.train.config import TrainConfig
@@ -78,7 +79,7 @@ from aha.train.resets import (
 from aha.train.stopping import GracefulStop
 
 # config keys that may differ between a run and its resumption
-_RESUME_FREE_KEYS = {"resume", "allow_config_change", "max_seconds"}
+_RESUME_FREE_KEYS = {"resume", "allow_config_change", "max_seconds", "parallel"}
 _RESUME_FREE_RUN_KEYS = {"out_dir", "progress"}
 # take the old log-probs from the first update pass when that is exact (a switch so a test can compare)
 _OLD_FROM_FIRST_PASS = True
@@ -239,6 +240,7 @@ class RLSession:
     resets: ResetState = dataclasses.field(default_factory=ResetState)
     # the training processes (aha.train.distributed); one process unless launched by torchrun/accelerate
     world: World = dataclasses.field(default_factory=World.single)
+    strategy: fsdp.Strategy = fsdp.PLAIN  # DDP-style or FSDP on N processes (aha.train.fsdp)
     reviser: Any = None  # aha.train.revision.Reviser when rollout.revision.enabled (REA-RL)
 
     def __post_init__(self) -> None:
@@ -255,12 +257,16 @@ class RLSession:
         return self.prompt_cache[ex.id]
 
     def save(self, step: int, data_position: int) -> None:
+        full: dict[str, Any] = {}
+        if self.strategy.sharded:  # every rank gathers; rank 0 writes the one-process format
+            full = {"model_state": fsdp.full_model_state(self.model),
+                    "optimizer_state": fsdp.plain_optimizer_state(self.model, self.optimizer)}
         if not self.world.main:
             return  # rank 0 writes the checkpoint; every rank holds the same state
         reset_state, weights = checkpoint_extras(self)
         save_checkpoint(self.run.path, step, self.model, self.tokenizer, self.optimizer, self.scheduler,
                         {"data_position": data_position, "rewards": self.composer.state_dict(), **reset_state},
-                        keep=self.cfg.keep_checkpoints, weights=weights)
+                        keep=self.cfg.keep_checkpoints, weights=weights, **full)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -312,7 +318,12 @@ def train(cfg: TrainConfig) -> Path:
         raise AhaError(f"writing the run under {s.run.path} failed in step {step}: {exc.strerror or exc}; "
                        "free space or fix the folder's permissions, then resume it") from None
     s.run.metrics.close()
-    if s.world.main:
+    if s.strategy.sharded:  # every rank gathers the full weights, rank 0 writes them (no resets under FSDP)
+        state = fsdp.full_model_state(s.model)
+        if s.world.main:
+            fsdp.save_pretrained(s.model, s.run.path / "model", state)
+            s.tokenizer.save_pretrained(str(s.run.path / "model"))
+    elif s.world.main:
         save_final_model(s, s.run.path / "model")  # after LoRA resets: the whole merged model
         s.tokenizer.save_pretrained(str(s.run.path / "model"))
     s.world.barrier()  # the model folder is complete before any rank returns
@@ -350,6 +361,8 @@ def start_session(cfg: TrainConfig) -> tuple[RLSession, int, int]:
     if cfg.rollout.revision.enabled and world.distributed:  # before anything is written
         raise AhaError("rollout.revision (REA-RL) runs in one process only for now; launch it without "
                        "torchrun/accelerate, or set rollout.revision.enabled=false")
+    strategy = fsdp.resolve_strategy(cfg.parallel, world.size)
+    fsdp.check_supported(cfg, strategy)
     run = open_run(world, lambda: RunDir.create(resume_from or cfg.run.out_dir or None, "train",
                                                 resume=resume_from is not None, tensorboard=cfg.run.tensorboard,
                                                 wandb_project=cfg.run.wandb_project))  # rank 0 writes it
@@ -362,11 +375,16 @@ def start_session(cfg: TrainConfig) -> tuple[RLSession, int, int]:
         reference = copy.deepcopy(model).eval().requires_grad_(False)  # frozen copy for full fine-tuning
     generator = get_generator(cfg.rollout.backend, model, tokenizer, **wave_options(cfg.rollout))
     updates_per_step = cfg.algo.num_iterations * cfg.batch.mini_batches
-    optimizer, scheduler = make_optimizer(
-        model, cfg.optim.lr, cfg.optim.weight_decay, (cfg.optim.beta1, cfg.optim.beta2), cfg.optim.schedule,
-        cfg.optim.warmup_steps, cfg.steps * updates_per_step, cfg.optim.min_lr_ratio, cfg.optim.master_weights)
+
+    def build_optimizer(m: Any) -> tuple[Any, Any]:
+        return make_optimizer(m, cfg.optim.lr, cfg.optim.weight_decay, (cfg.optim.beta1, cfg.optim.beta2),
+                              cfg.optim.schedule, cfg.optim.warmup_steps, cfg.steps * updates_per_step,
+                              cfg.optim.min_lr_ratio, cfg.optim.master_weights)
+
+    optimizer, scheduler = build_optimizer(model)
     s = RLSession(cfg, task, train_examples, val_examples, composer, estimator, run, model, tokenizer,
-                  reference, generator, optimizer, scheduler, LogprobPlan.from_config(cfg), world=world)
+                  reference, generator, optimizer, scheduler, LogprobPlan.from_config(cfg), world=world,
+                  strategy=strategy)
     if cfg.rollout.revision.enabled:
         from aha.train.revision import Reviser
 
@@ -389,11 +407,15 @@ def start_session(cfg: TrainConfig) -> tuple[RLSession, int, int]:
         if world.main:
             last_time = truncate_metrics(run.path / "metrics.jsonl", start_step)
             run.metrics.start = time.time() - last_time  # the metrics clock continues across a resume
+    if strategy.sharded:  # after the resume: a checkpoint loads into the plain model as in one process
+        s.optimizer, s.scheduler = fsdp.shard_training(s.model, s.optimizer, s.scheduler, build_optimizer,
+                                                       strategy, frozen=(s.reference,))
     run.log.info(f"run directory: {run.path}")
     run.log.info(f"{len(train_examples)} train prompts, {len(val_examples)} validation prompts; "
                  f"{cfg.batch.prompts_per_step} prompts x {cfg.batch.samples_per_prompt} samples per step")
     if world.distributed:
-        run.log.info(world_summary(world, cfg.batch.prompts_per_step, cfg.batch.samples_per_prompt))
+        run.log.info(world_summary(world, cfg.batch.prompts_per_step, cfg.batch.samples_per_prompt,
+                                   strategy.describe()))
     return s, start_step, data_position
 
 
@@ -402,7 +424,13 @@ def start_session(cfg: TrainConfig) -> tuple[RLSession, int, int]:
 
 def collect(s: RLSession, step: int, data_position: int) -> tuple[StepBatch, int]:
     """Sample, verify and reward groups until `prompts_per_step` are kept (one round without dynamic
-    sampling). Returns the batch and the data position after the prompts it used."""
+    sampling). Returns the batch and the data position after the prompts it used. Under FSDP the
+    policy's full weights are gathered once for the whole stage (`fsdp.gathered`)."""
+    with fsdp.gathered(s.model):
+        return _collect_rounds(s, step, data_position)
+
+
+def _collect_rounds(s: RLSession, step: int, data_position: int) -> tuple[StepBatch, int]:
     cfg = s.cfg
     batch = StepBatch()
     rounds = 1 + (cfg.algo.max_resample_rounds if cfg.algo.dynamic_sampling else 0)
@@ -500,6 +528,10 @@ def compute_logprobs(s: RLSession, batch: StepBatch) -> None:
     if not (plan.separate_old_pass or plan.need_ref):
         return
     mine = s.world.part(_chunks(by_length(batch.rollouts), s.cfg.batch.micro_batch_size))  # N ranks: a share
+    if s.strategy.sharded:
+        _gathered_logprobs(s, mine)
+        share_logprobs(s.world, batch.rollouts, [r for mb in mine for r in mb])
+        return
     with torch.no_grad():
         for mb in mine:
             args = ([r.prompt_ids for r in mb], [r.completion_ids for r in mb], s.pad_id, s.cfg.rollout.temperature)
@@ -512,6 +544,29 @@ def compute_logprobs(s: RLSession, batch: StepBatch) -> None:
                 for r, row, m in zip(mb, lp, mask):
                     r.ref_logprobs = row[m].detach()
     share_logprobs(s.world, batch.rollouts, [r for mb in mine for r in mb])  # every rank gets every row's
+
+
+def _gathered_logprobs(s: RLSession, mine: list[list[Rollout]]) -> None:
+    """`compute_logprobs` under FSDP: the old pass on the gathered policy, then the reference pass on the
+    gathered reference (one full copy at a time); no collectives inside, so each rank runs its share."""
+    plan = s.plan
+    with torch.no_grad():
+        if plan.separate_old_pass:
+            with fsdp.gathered(s.model):
+                for mb in mine:
+                    lp, _, mask = completion_logprobs(s.model, [r.prompt_ids for r in mb],
+                                                      [r.completion_ids for r in mb], s.pad_id,
+                                                      s.cfg.rollout.temperature)  # (B, C) each
+                    for r, row, m in zip(mb, lp, mask):
+                        r.old_logprobs = row[m].detach()
+        if plan.need_ref:
+            with fsdp.gathered(s.reference if s.reference is not None else s.model):
+                for mb in mine:
+                    lp, _, mask = reference_logprobs(s.model, s.reference, [r.prompt_ids for r in mb],
+                                                     [r.completion_ids for r in mb], s.pad_id,
+                                                     s.cfg.rollout.temperature)  # (B, C) each
+                    for r, row, m in zip(mb, lp, mask):
+                        r.ref_logprobs = row[m].detach()
 
 
 # ----------------------------------------------------------------------------- 3. advantages
@@ -560,7 +615,8 @@ def update(s: RLSession, batch: StepBatch, step: int) -> dict[str, float]:
             # micro-batches of similar lengths pad less and share prompts (see `by_length`)
             mini = by_length([rollouts[i] for i in order[start:start + mini_size]])
             n_micro += accumulate_gradients(s, mini, first_pass=iteration == 0, sums=sums)
-            s.world.sync_gradients([p for p in s.model.parameters() if p.requires_grad])  # summed over ranks
+            if not s.strategy.sharded:  # FSDP reduce-scattered them in the backward passes
+                s.world.sync_gradients([p for p in s.model.parameters() if p.requires_grad])  # summed over ranks
             grad_norms.append(optimizer_step(s))
             n_mini += 1
         if iteration == 0 and s.plan.old_from_first_pass:  # the next pass may draw another rank's rows
@@ -582,12 +638,18 @@ def accumulate_gradients(s: RLSession, mini: list[Rollout], first_pass: bool, su
     batch_tokens, batch_rows = batch_divisors(
         loss_token_mask(_with_loss_masks(_length_mask(mini), mini), truncated, a.mask_truncated), a.loss_agg)
     s.optimizer.zero_grad(set_to_none=True)
-    micro_batches = s.world.part(_chunks(mini, s.cfg.batch.micro_batch_size))  # N ranks: this rank's share
-    for micro in micro_batches:
+    chunks = _chunks(mini, s.cfg.batch.micro_batch_size)
+    if s.strategy.sharded:  # every rank runs as many forwards and backwards (collectives), padded with zeros
+        slots = fsdp.lockstep(s.world, chunks, lambda r: r.prompt_ids)
+    else:
+        slots = [fsdp.Slot(m, False, True) for m in s.world.part(chunks)]  # N ranks: this rank's share
+    for slot in slots:
+        micro = slot.items
         lp, ent, mask = completion_logprobs(
             s.model, [r.prompt_ids for r in micro], [r.completion_ids for r in micro], s.pad_id,
-            s.cfg.rollout.temperature, with_entropy=True, entropy_grad=a.entropy_coef > 0)  # (B, C) each
-        old = _old_logprobs(plan, micro, lp, mask, first_pass)  # (B, C)
+            s.cfg.rollout.temperature, with_entropy=True, entropy_grad=a.entropy_coef > 0,
+            share_prompts=slot.share_prompts)  # (B, C) each
+        old = _old_logprobs(plan, micro, lp, mask, first_pass, store=not slot.padding)  # (B, C)
         ref = None
         if plan.need_ref and not plan.kl_in_reward:
             ref = pad_rows([r.ref_logprobs for r in micro], lp.shape[1])  # (B, C)
@@ -601,11 +663,14 @@ def accumulate_gradients(s: RLSession, mini: list[Rollout], first_pass: bool, su
             kl_coef=a.kl_coef if ref is not None else 0.0, kl_estimator=a.kl_estimator, entropy=ent,
             entropy_coef=a.entropy_coef, loss_mode=a.policy_loss, clip_ratio_c=a.clip_ratio_c or None,
             kl_clamp=a.kl_clamp or None, batch_tokens=batch_tokens, batch_rows=batch_rows)
+        if slot.padding:  # FSDP: another rank's micro-batch, run for the collectives; zero gradient
+            (loss * 0.0).backward()
+            continue
         loss.backward()  # this micro-batch's share of the mini-batch loss
         for k, v in metrics.items():
             sums[k] = sums.get(k, 0.0) + float(v)
         sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
-    return len(micro_batches)
+    return sum(not slot.padding for slot in slots)
 
 
 def optimizer_step(s: RLSession) -> float:
@@ -621,13 +686,14 @@ def optimizer_step(s: RLSession) -> float:
 
 
 def _old_logprobs(plan: LogprobPlan, micro: list[Rollout], lp: torch.Tensor, mask: torch.Tensor,
-                  first_pass: bool) -> torch.Tensor:
+                  first_pass: bool, store: bool = True) -> torch.Tensor:
     """(B, C) sampling-policy log-probs for the ratio: the stored ones, or (on-policy, and on the
-    first pass when the plan takes them there) this pass's own, detached and then stored."""
+    first pass when the plan takes them there) this pass's own, detached and then stored (unless
+    `store` is off: an FSDP padding micro-batch holds another rank's rows)."""
     if plan.need_old and not (plan.old_from_first_pass and first_pass):
         return pad_rows([r.old_logprobs for r in micro], lp.shape[1])
     old = lp.detach()
-    if plan.old_from_first_pass:
+    if plan.old_from_first_pass and store:
         for r, row, m in zip(micro, old, mask):
             r.old_logprobs = row[m]
     return old
@@ -665,8 +731,9 @@ def record(s: RLSession, step: int, batch: StepBatch, metrics: dict[str, Any], d
         _write_rollouts(s.run.path / "rollouts" / f"step_{step:05d}.jsonl", step, batch)
     if cfg.val_every and (step % cfg.val_every == 0 or (last and not stopping)):
         out_file = s.run.path / "eval" / f"val_step_{step:05d}.jsonl" if s.world.main else None
-        metrics.update(validate(s.model, s.tokenizer, s.generator, s.task, s.val_examples, cfg,
-                                preopens_think(s.task), out_file, world=s.world))
+        with fsdp.gathered(s.model):  # FSDP: generation needs the full weights
+            metrics.update(validate(s.model, s.tokenizer, s.generator, s.task, s.val_examples, cfg,
+                                    preopens_think(s.task), out_file, world=s.world))
         s.model.train()
     if step % cfg.run.log_every == 0 or last or stopping:
         s.run.metrics.write(step, metrics)

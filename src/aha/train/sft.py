@@ -35,6 +35,7 @@ from aha.prompts import render_prompt
 from aha.runs import RunDir, progress, truncate_metrics
 from aha.tasks.base import preopens_think
 from aha.tasks.datafiles import read_rows
+from aha.train import fsdp
 from aha.train.checkpoint import list_checkpoints, restore_latest, save_checkpoint
 from aha.train.common import check_resume_config, load_policy, make_optimizer
 from aha.train.config import OptimConfig
@@ -42,7 +43,7 @@ from aha.train.distributed import World, init_world, open_run
 from aha.train.stopping import GracefulStop
 
 # config keys that may differ between a run and its resumption
-_RESUME_FREE_KEYS = ("resume", "allow_config_change", "max_seconds")
+_RESUME_FREE_KEYS = ("resume", "allow_config_change", "max_seconds", "parallel")
 _RESUME_FREE_RUN_KEYS = ("out_dir", "progress")
 # the optimizer keys that moved into the `optim` section
 _OPTIM_KEYS = ("lr", "warmup_steps", "schedule", "min_lr_ratio", "weight_decay", "beta1", "beta2", "max_grad_norm")
@@ -85,6 +86,11 @@ class SftConfig:
     keep_checkpoints: int = option(2, "keep the newest N checkpoints", min=1)
     resume: str = option("", "run directory to continue from its newest checkpoint")
     allow_config_change: bool = option(False, "resume even if the config differs from the run's config.yaml")
+    parallel: str = option("ddp", "on N processes (torchrun): 'ddp' keeps a full replica per process; 'fsdp' "
+                           "shards weights, gradients and AdamW state (FSDP2 full shard); 'fsdp_shard_grad_op' "
+                           "keeps a block's weights gathered from forward to backward. accelerate's FSDP config "
+                           "selects fsdp by itself; one process ignores it", choices=["ddp", "fsdp",
+                                                                                   "fsdp_shard_grad_op"])
 
     RENAMED: ClassVar[dict[str, str]] = {key: f"optim.{key}" for key in _OPTIM_KEYS}
 
@@ -213,23 +219,28 @@ def response_loss(model: Any, ids: torch.Tensor, attn: torch.Tensor, labels: tor
     return loss, n
 
 
-def backward_rank_share(world: World, model: Any, rows: list[tuple[list[int], int]], pad_id: int, device: Any
-                        ) -> tuple[float, int, int]:
+def backward_rank_share(world: World, model: Any, rows: list[tuple[list[int], int]], pad_id: int, device: Any,
+                        lockstep: bool = False) -> tuple[float, int, int]:
     """On N ranks: backpropagate this rank's contiguous share of a batch's rows, its summed response-token
     cross-entropy divided by the whole batch's response-token count (summed over the ranks), so the
     gradients summed over the ranks are the whole batch's mean-loss gradient. Returns (the batch's
     loss, its response tokens, its tokens with padding), the same on every rank. A rank whose share is
-    empty (a batch of fewer rows than ranks) backpropagates nothing."""
+    empty (a batch of fewer rows than ranks) backpropagates nothing; with `lockstep` (FSDP, where every
+    forward and backward is a collective) it backpropagates the batch's first row times 0 instead."""
     mine = [rows[i] for i in world.share(len(rows))]
     n, padded, value = 0, 0, 0.0
     if mine:
         ids, attn, labels = collate(mine, pad_id, device)  # (B, L) each
         n, padded = int((labels[:, 1:] != -100).sum()), int(attn.sum())
     total, padded_total = world.sum([n, padded])
-    if mine:
+    if not mine and lockstep:
+        ids, attn, labels = collate(rows[:1], pad_id, device)  # (1, L) each: a zero-gradient stand-in
+    if mine or lockstep:
         logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits[:, :-1]  # (B, L-1, V)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1),
                                ignore_index=-100, reduction="sum") / max(total, 1.0)
+        if not mine:
+            loss = loss * 0.0
         loss.backward()
         value = float(loss.detach())
     return world.sum([value])[0], int(total), int(padded_total)
@@ -310,6 +321,8 @@ def sft(cfg: SftConfig) -> Path:
                                "folder of an aha sft run")
     pairs = read_sft_pairs(cfg)  # a bad data file fails before a run folder exists
     world = init_world()  # one process unless launched by torchrun / accelerate (aha.train.distributed)
+    strategy = fsdp.resolve_strategy(cfg.parallel, world.size)
+    fsdp.check_supported(cfg, strategy)
     run = open_run(world, lambda: RunDir.create(resume_from or cfg.run.out_dir or None, "sft",
                                                 resume=resume_from is not None, tensorboard=cfg.run.tensorboard,
                                                 wandb_project=cfg.run.wandb_project))  # rank 0 writes it
@@ -324,7 +337,7 @@ def sft(cfg: SftConfig) -> Path:
     log.info(f"run directory: {run.path}")
     log.info(f"{len(train_set)} training examples ({sum(lengths)} tokens), {len(val_set)} validation examples")
     if world.distributed:
-        log.info(f"world size {world.size}: each batch of up to {cfg.batch_tokens} tokens is split into "
+        log.info(f"world size {world.size} ({strategy.describe()}): each batch of up to {cfg.batch_tokens} tokens is split into "
                  f"{world.size} row shares, one per rank; the loss is averaged over the batch's response tokens")
 
     total_steps = epoch_steps(lengths, cfg) if cfg.epochs else cfg.steps
@@ -332,8 +345,12 @@ def sft(cfg: SftConfig) -> Path:
         log.info(f"{cfg.epochs} epochs: {total_steps} steps")
     params = [p for p in model.parameters() if p.requires_grad]
     o = cfg.optim
-    optimizer, scheduler = make_optimizer(model, o.lr, o.weight_decay, (o.beta1, o.beta2), o.schedule,
-                                          o.warmup_steps, total_steps, o.min_lr_ratio, o.master_weights)
+
+    def build_optimizer(m: Any) -> tuple[Any, Any]:
+        return make_optimizer(m, o.lr, o.weight_decay, (o.beta1, o.beta2), o.schedule, o.warmup_steps, total_steps,
+                              o.min_lr_ratio, o.master_weights)
+
+    optimizer, scheduler = build_optimizer(model)
     step, epoch, batch_index, elapsed_before = 0, 0, 0, 0.0
     ema: float | None = None
     restored = None
@@ -352,6 +369,9 @@ def sft(cfg: SftConfig) -> Path:
         last_time = truncate_metrics(run.path / "metrics.jsonl", step) if world.main else 0.0
         run.metrics.start = time.time() - max(last_time, elapsed_before)
         log.info(f"resumed from {ckpt} at step {step}")
+    if strategy.sharded:  # after the resume: a checkpoint loads into the plain model as in one process
+        optimizer, scheduler = fsdp.shard_training(model, optimizer, scheduler, build_optimizer, strategy)
+        params = [p for p in model.parameters() if p.requires_grad]
 
     def validation_loss() -> float:
         model.eval()
@@ -370,10 +390,14 @@ def sft(cfg: SftConfig) -> Path:
         nonlocal saved_at
         if saved_at == step:
             return
+        full: dict[str, Any] = {}
+        if strategy.sharded:  # every rank gathers; rank 0 writes the one-process format
+            full = {"model_state": fsdp.full_model_state(model),
+                    "optimizer_state": fsdp.plain_optimizer_state(model, optimizer)}
         if world.main:  # every rank holds the same state
             save_checkpoint(run.path, step, model, tokenizer, optimizer, scheduler,
                             {"epoch": epoch, "batch_index": batch_index, "elapsed": elapsed(), "loss_ema": ema},
-                            keep=cfg.keep_checkpoints)
+                            keep=cfg.keep_checkpoints, **full)
         world.barrier()
         saved_at = step
 
@@ -398,8 +422,10 @@ def sft(cfg: SftConfig) -> Path:
             optimizer.zero_grad(set_to_none=True)
             if world.distributed:  # this rank's rows of the batch; the gradients summed over the ranks
                 loss_value, n_tokens, padded = backward_rank_share(
-                    world, model, [train_set[i] for i in batches[next_index]], tokenizer.pad_token_id, device)
-                world.sync_gradients(params)
+                    world, model, [train_set[i] for i in batches[next_index]], tokenizer.pad_token_id, device,
+                    lockstep=strategy.sharded)
+                if not strategy.sharded:  # FSDP reduce-scattered them in the backward
+                    world.sync_gradients(params)
             else:
                 ids, attn, labels = collate([train_set[i] for i in batches[next_index]], tokenizer.pad_token_id,
                                             device)
@@ -416,8 +442,10 @@ def sft(cfg: SftConfig) -> Path:
             metrics = {"train/loss": loss_value, "train/loss_ema": ema, "lr": lr,
                        "grad_norm": float(norm), "epoch": epoch, "response_tokens": n_tokens}
             last = step >= total_steps or world.any(bool(cfg.max_seconds and elapsed() >= cfg.max_seconds))
-            if cfg.val_every and val_set and (step % cfg.val_every == 0 or last) and world.main:
-                metrics["val/loss"] = validation_loss()
+            if cfg.val_every and val_set and (step % cfg.val_every == 0 or last):
+                with fsdp.gathered(model):  # FSDP: every rank gathers, rank 0 runs the forwards
+                    if world.main:
+                        metrics["val/loss"] = validation_loss()
             if step % cfg.run.log_every == 0 or last:
                 now = time.time()
                 metrics["tokens_per_s"] = window_tokens / max(now - window_start, 1e-9)
@@ -436,8 +464,12 @@ def sft(cfg: SftConfig) -> Path:
         raise KeyboardInterrupt
     run.metrics.close()
     out = run.path / "model"
+    state = fsdp.full_model_state(model) if strategy.sharded else None  # every rank gathers
     if world.main:
-        model.save_pretrained(str(out))
+        if state is not None:
+            fsdp.save_pretrained(model, out, state)
+        else:
+            model.save_pretrained(str(out))
         tokenizer.save_pretrained(str(out))
     world.barrier()  # the model folder is complete before any rank returns
     log.info(f"done after {step} steps ({elapsed():.0f}s): model in {out}")

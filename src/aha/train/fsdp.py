@@ -1,0 +1,302 @@
+"""FSDP (fully sharded data parallel) for the RL and SFT trainers, on torch's FSDP2 (`fully_shard`).
+
+Selected by `accelerate launch --config_file recipes/accelerate/fsdp.yaml ...` (accelerate sets
+ACCELERATE_USE_FSDP and FSDP_SHARDING_STRATEGY) or, under torchrun, by the config field `parallel=fsdp`
+(`fsdp_shard_grad_op` for SHARD_GRAD_OP); `resolve_strategy` reads both. One process has nothing to
+shard: it runs plain whatever the setting, so an FSDP run's recipe and checkpoints work in one process.
+
+What is sharded: every transformer block (the classes in the model's `_no_split_modules`, accelerate's
+TRANSFORMER_BASED_WRAP) and the root (embeddings, final norm, head) are `fully_shard`ed, so each rank
+holds 1/N of the parameters, of their gradients and of the AdamW state, as DTensors. FULL_SHARD frees
+a block's gathered weights after its forward; SHARD_GRAD_OP keeps them until its backward. Gradients
+are reduce-scattered as SUMS (`set_gradient_divide_factor(1)` with sum-only collectives): aha's loss
+divisors are already the global ones, as in the DDP-style scheme of `aha.train.distributed`.
+
+The rules that keep N ranks equal to one process (see also `aha.train.distributed`):
+
+- Forwards with gradients are collectives (each block all-gathers its weights, each backward
+  reduce-scatters): every rank must run the same number of them, with the same structure.
+  `lockstep` keeps the one-process micro-batch plan and `World.part` and deals it out in slots of N;
+  a rank with no micro-batch in the last slot runs a copy of the slot's first one with its loss times
+  0 (a zero gradient). Whether a micro-batch shares its prompts' cache (two forwards instead of one,
+  see `aha.train.logprobs.completion_logprobs`) is decided per slot for all ranks together: sharing
+  when every micro-batch of the slot would share, rows whole otherwise. Every backward reduces (a
+  sum of sums; no `set_requires_gradient_sync(False)`, which would keep whole unsharded gradients).
+- Forwards without gradients (generation, the old and reference log-probs, validation) run on the
+  gathered weights (`gathered`): every block is unsharded once (one all-gather per block) with
+  resharding after forward turned off, so those forwards do no collectives and each rank runs its own
+  share however many forwards that is. The generation engine (any mode; its native step reads the
+  modules' weights) and the hf backend see plain full tensors; LoRA's disabled-adapter reference and
+  the prompt-sharing cache work unchanged. Chosen over a second plain replica for generation: the
+  gathered weights exist only during those stages (one full copy of the policy at a time; the
+  reference copy is gathered after the policy is resharded), where a replica would hold a full copy
+  for the whole run, next to the shards.
+- The separate reference copy (full fine-tuning with a KL term) is sharded too: it is as large as the
+  policy and only needed, gathered, in the log-prob stage.
+- Checkpoints and the final model: every rank takes part in gathering the full model and optimizer
+  state (`torch.distributed.checkpoint.state_dict`, full state dict offloaded to the CPU of rank 0),
+  and rank 0 writes them in the one-process format (save_pretrained; optimizer.pt keyed by parameter
+  index, `plain_optimizer_state`). A run resumes by loading the checkpoint into the plain model and
+  optimizer first, exactly as one process does, and sharding afterwards (`shard_training`), so any
+  checkpoint resumes under any strategy and process count that divides its batch.
+
+Refused with the fix, at start: CPU offload, accelerate's FSDP activation checkpointing, NO_SHARD and
+hybrid sharding, the vLLM backend, ProRL resets, REA-RL revision (already one process only), bf16/fp16
+weights stepped through fp32 master copies and gradient checkpointing (untested under FSDP here).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from aha.errors import AhaError
+
+PARALLEL = ("ddp", "fsdp", "fsdp_shard_grad_op")
+
+# accelerate's FSDP_SHARDING_STRATEGY values (names, or FSDP1's enum numbers) -> reshard after forward
+_STRATEGIES = {"FULL_SHARD": True, "1": True, "SHARD_GRAD_OP": False, "2": False}
+
+
+@dataclasses.dataclass(frozen=True)
+class Strategy:
+    """How the trainers distribute the model: "ddp" (a full replica per rank, `aha.train.distributed`)
+    or "fsdp" (sharded, this module); `reshard_after_forward` False is SHARD_GRAD_OP."""
+
+    name: str = "ddp"
+    reshard_after_forward: bool = True
+
+    @property
+    def sharded(self) -> bool:
+        return self.name == "fsdp"
+
+    def describe(self) -> str:
+        if not self.sharded:
+            return "DDP-style (a full replica per process)"
+        return f"FSDP2 {'FULL_SHARD' if self.reshard_after_forward else 'SHARD_GRAD_OP'}"
+
+
+PLAIN = Strategy()
+
+
+def _env(name: str) -> str:
+    return os.environ.get(name, "").strip()
+
+
+def _env_true(name: str) -> bool:
+    return _env(name).lower() in ("1", "true", "yes")
+
+
+def resolve_strategy(parallel: str, world_size: int) -> Strategy:
+    """The strategy of this run: accelerate's FSDP config (ACCELERATE_USE_FSDP and its FSDP_* variables)
+    or the config's `parallel`. One process: plain (nothing to shard)."""
+    from_accelerate = _env_true("ACCELERATE_USE_FSDP")
+    if not from_accelerate and parallel == "ddp":
+        return PLAIN
+    reshard = parallel != "fsdp_shard_grad_op"
+    if from_accelerate:
+        fix = "edit recipes/accelerate/fsdp.yaml"
+        if _env_true("FSDP_OFFLOAD_PARAMS"):
+            raise AhaError(f"FSDP CPU offload (fsdp_offload_params: true) is not supported by aha's trainers; {fix} "
+                           "to fsdp_offload_params: false")
+        if _env_true("FSDP_ACTIVATION_CHECKPOINTING"):
+            raise AhaError("accelerate's fsdp_activation_checkpointing is not supported by aha's trainers; set "
+                           f"fsdp_activation_checkpointing: false ({fix})")
+        if _env("FSDP_VERSION") == "2":
+            reshard = _env("FSDP_RESHARD_AFTER_FORWARD").lower() not in ("false", "0")
+        else:
+            raw = _env("FSDP_SHARDING_STRATEGY").upper() or "FULL_SHARD"
+            if raw not in _STRATEGIES:
+                raise AhaError(f"FSDP sharding strategy {raw} is not supported by aha's trainers (FULL_SHARD and "
+                               f"SHARD_GRAD_OP are); {fix} to fsdp_sharding_strategy: FULL_SHARD, or use "
+                               "recipes/accelerate/ddp.yaml for a full replica per process")
+            reshard = _STRATEGIES[raw]
+    if world_size <= 1:
+        return PLAIN
+    return Strategy("fsdp", reshard)
+
+
+def check_supported(cfg: Any, strategy: Strategy) -> None:
+    """Refuse, before the run folder is written, what this FSDP support does not cover."""
+    if not strategy.sharded:
+        return
+    rollout = getattr(cfg, "rollout", None)
+    if rollout is not None and rollout.backend == "vllm":
+        raise AhaError("the vllm backend is not supported under FSDP (it needs the full weights pushed every "
+                       "step); use rollout.backend=engine, or launch with recipes/accelerate/ddp.yaml")
+    reset = getattr(cfg, "reset", None)
+    if reset is not None and reset.enabled:
+        raise AhaError("ProRL resets are not supported under FSDP yet; set reset.enabled=false, or launch with "
+                       "recipes/accelerate/ddp.yaml (or parallel=ddp)")
+    if cfg.model.gradient_checkpointing:
+        raise AhaError("model.gradient_checkpointing is not supported under FSDP yet; set it to false, or launch "
+                       "with recipes/accelerate/ddp.yaml (or parallel=ddp)")
+    if cfg.optim.master_weights and cfg.model.dtype in ("bfloat16", "float16", "bf16", "fp16") or (
+            cfg.optim.master_weights and cfg.model.dtype == "auto" and torch.cuda.is_available()):
+        raise AhaError("FSDP with bf16/fp16 weights and fp32 master copies is not supported yet; set "
+                       "model.dtype=float32 or optim.master_weights=false")
+
+
+# ----------------------------------------------------------------------------- sharding
+
+
+def _fsdp_modules(model: Any) -> list[Any]:
+    from torch.distributed.fsdp import FSDPModule
+
+    return [m for m in model.modules() if isinstance(m, FSDPModule)] if model is not None else []
+
+
+def shard(model: Any, strategy: Strategy) -> Any:
+    """`fully_shard` every transformer block of `model` and then its root, in place; gradients are
+    reduced as sums. Returns `model` (its class becomes an FSDP subclass of its own)."""
+    from torch.distributed.fsdp import fully_shard
+
+    from aha.models import hf_model
+
+    blocks = set(getattr(hf_model(model), "_no_split_modules", None) or ())
+    layers = [m for m in model.modules() if type(m).__name__ in blocks]
+    if not layers:
+        raise AhaError(f"cannot find the transformer blocks of {type(hf_model(model)).__name__} to shard (it names "
+                       "none in _no_split_modules); launch with recipes/accelerate/ddp.yaml (or parallel=ddp)")
+    for layer in layers:
+        fully_shard(layer, reshard_after_forward=strategy.reshard_after_forward)
+    fully_shard(model)  # the root: FSDP keeps it gathered from its forward to its backward
+    for m in _fsdp_modules(model):
+        m.set_gradient_divide_factor(1.0)  # sums: the loss divisors are the global ones
+        m.set_force_sum_reduction_for_comms(True)  # plain SUM collectives (gloo has no PREMUL_SUM)
+    return model
+
+
+def is_sharded(model: Any) -> bool:
+    return bool(_fsdp_modules(model))
+
+
+@contextlib.contextmanager
+def gathered(*models: Any) -> Iterator[None]:
+    """Every rank holds the full weights of `models` inside the block (one all-gather per block,
+    collective: every rank enters it), so forwards without gradients run locally, as many as each rank
+    needs; resharded on exit. Plain models: nothing happens."""
+    modules = [m for model in models for m in _fsdp_modules(model)]
+    flags = [_reshard_flag(m) for m in modules]
+    for m in modules:
+        m.set_reshard_after_forward(False, recurse=False)
+        m.unshard()
+    try:
+        yield
+    finally:
+        for m, flag in zip(modules, flags):
+            m.reshard()
+            m.set_reshard_after_forward(flag, recurse=False)
+
+
+def _reshard_flag(module: Any) -> bool:
+    groups = module._get_fsdp_state()._fsdp_param_groups
+    return bool(groups) and groups[0].post_forward_mesh_info is not None
+
+
+# ----------------------------------------------------------------------------- micro-batches in lockstep
+
+
+@dataclasses.dataclass
+class Slot:
+    """One micro-batch this rank runs: `items` (its rows), `padding` (a copy of another rank's micro-batch
+    whose loss counts 0, so the ranks run as many forwards), and whether it may share prompts."""
+
+    items: list[Any]
+    padding: bool
+    share_prompts: bool
+
+
+def lockstep(world: Any, chunks: list[list[Any]], prompts: Any) -> list[Slot]:
+    """This rank's micro-batches of `chunks` (the one-process plan, dealt round robin like `World.part`),
+    padded so every rank runs ceil(len(chunks) / N) of them. `prompts(row)` gives a row's prompt ids:
+    a micro-batch shares its prompts' cache only when every micro-batch of its slot would."""
+    n = world.size
+    out = []
+    for start in range(0, len(chunks), n):
+        members = chunks[start:start + n]
+        repeats = [len({tuple(prompts(r)) for r in c}) < len(c) for c in members]
+        mine = world.rank < len(members)
+        out.append(Slot(members[world.rank] if mine else members[0], not mine, all(repeats)))
+    return out
+
+
+# ----------------------------------------------------------------------------- full states for checkpoints
+
+
+def full_model_state(model: Any) -> dict[str, torch.Tensor]:
+    """The full (unsharded) model state dict on rank 0's CPU ({} on the other ranks); collective."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    first: dict[int, str] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        # a tied weight (lm_head = embeddings) comes back as two copies: make them one tensor again, so
+        # save_pretrained drops the tied name exactly as it does for the live model
+        if id(p) in first and name in state and first[id(p)] in state:
+            state[name] = state[first[id(p)]]
+        first.setdefault(id(p), name)
+    return state
+
+
+def _trainable_names(model: Any) -> list[str]:
+    """The optimizer's parameters by name, in its order (make_optimizer: trainable ones, model order)."""
+    return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+def plain_optimizer_state(model: Any, optimizer: Any) -> dict[str, Any]:
+    """The full optimizer state in the one-process format (`optimizer.state_dict()`: parameters by
+    index) on rank 0 ({} on the others); collective."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    full = get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True,
+                                                                                 cpu_offload=True))
+    if not full:
+        return {}
+    index = {n: i for i, n in enumerate(_trainable_names(model))}
+    return {"state": {index[n]: st for n, st in full["state"].items()},
+            "param_groups": [{**g, "params": [index[n] for n in g["params"]]} for g in full["param_groups"]]}
+
+
+def load_plain_optimizer_state(model: Any, optimizer: Any, state: dict[str, Any]) -> None:
+    """Load a one-process optimizer state (every rank holds it whole) into the sharded optimizer."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    names = _trainable_names(model)
+    named = {"state": {names[i]: st for i, st in state["state"].items()},
+             "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]]}
+    set_optimizer_state_dict(model, optimizer, optim_state_dict=named,
+                             options=StateDictOptions(full_state_dict=True))
+
+
+def shard_training(model: Any, optimizer: Any, scheduler: Any, build: Any, strategy: Strategy,
+                   frozen: tuple[Any, ...] = ()) -> tuple[Any, Any]:
+    """Shard `model` (and the `frozen` models) and return a new (optimizer, scheduler) from `build(model)`
+    holding what the plain `optimizer` and `scheduler` held (a resumed checkpoint's state, or a fresh
+    start's): the run goes on as one process would from there."""
+    state = optimizer.state_dict()
+    schedule = scheduler.state_dict() if scheduler is not None else None
+    shard(model, strategy)
+    for other in frozen:
+        if other is not None:
+            shard(other, strategy)
+    new_optimizer, new_scheduler = build(model)
+    if state["state"]:
+        load_plain_optimizer_state(model, new_optimizer, state)
+    else:  # a fresh start: only the groups' values (lr, initial_lr) matter
+        for group, saved in zip(new_optimizer.param_groups, state["param_groups"]):
+            group.update({k: v for k, v in saved.items() if k != "params"})
+    if schedule is not None:
+        new_scheduler.load_state_dict(schedule)
+    return new_optimizer, new_scheduler
+
+
+def save_pretrained(model: Any, folder: Any, state: dict[str, torch.Tensor]) -> None:
+    """Rank 0: write `model` as its save_pretrained folder from the gathered full `state` (a LoRA model
+    writes its adapter, as in one process)."""
+    model.save_pretrained(str(folder), state_dict=state)

@@ -1,0 +1,196 @@
+"""FSDP (torch's FSDP2 full shard) on two CPU processes (gloo) through the real launchers, against one process.
+
+The runs are the ones of tests/test_distributed.py (its helpers launch and compare them) with the model,
+its gradients and the AdamW state sharded: `parallel=fsdp` under torchrun, recipes/accelerate/fsdp.yaml under
+`accelerate launch`. Each checks the strategy and world size logged in run.log.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from aha.errors import AhaError
+from aha.train import fsdp
+from aha.train.distributed import World
+from tests.test_distributed import (
+    KL,
+    assert_same_rollouts,
+    assert_same_weights,
+    assert_written_once,
+    grpo_args,
+    launch,
+    metrics,
+    weights,
+)
+from tests.test_distributed import assert_same_metrics as assert_same_plain_metrics
+
+FSDP_LOG = "world size 2 (gloo, FSDP2 FULL_SHARD)"
+# the gradient norm is computed from the shards (each rank's squared sums, then added): the same value up to
+# float rounding, about 5e-7 of it here
+NORM_RTOL = 1e-5
+
+
+def assert_same_metrics(a: Path, b: Path, keys: tuple[str, ...]) -> None:
+    """tests/test_distributed.py's check (within 1e-6), grad_norm within NORM_RTOL of its value."""
+    assert_same_plain_metrics(a, b, tuple(k for k in keys if k != "grad_norm"))
+    if "grad_norm" in keys:
+        for ra, rb in zip(metrics(a), metrics(b)):
+            assert ra["grad_norm"] == pytest.approx(rb["grad_norm"], rel=NORM_RTOL), ra["step"]
+
+
+def launch_fsdp(n: int, args: list[str], launcher: str = "torchrun") -> None:
+    """`launch` with FSDP: `parallel=fsdp` under torchrun, the shipped fsdp.yaml under accelerate."""
+    if launcher == "torchrun":
+        launch(n, [*args, "parallel=fsdp"])
+    else:
+        launch(n, args, launcher="accelerate-fsdp")
+
+
+@pytest.fixture(scope="module")
+def kl_runs(tmp_path_factory, tiny_model_dir):
+    """GRPO with a KL loss to a sharded frozen reference, two mini-batches: one process and two (FSDP)."""
+    root = tmp_path_factory.mktemp("fsdp_kl")
+    launch(1, grpo_args(tiny_model_dir, root / "one", KL))
+    launch_fsdp(2, grpo_args(tiny_model_dir, root / "two", KL))
+    return root / "one", root / "two"
+
+
+@pytest.mark.slow
+def test_grpo_with_kl_under_fsdp_equals_one_process(kl_runs):
+    one, two = kl_runs
+    assert_same_rollouts(one, two)
+    assert_same_metrics(one, two, ("loss", "pg_loss", "kl", "grad_norm", "reward/total/mean", "accuracy"))
+    assert_same_weights(one, two)
+    assert_written_once(one, two)
+    assert FSDP_LOG in (two / "run.log").read_text()
+
+
+@pytest.mark.slow
+def test_an_fsdp_checkpoint_resumes_in_one_process_and_under_fsdp(kl_runs, tiny_model_dir, tmp_path):
+    one, _ = kl_runs
+    first = tmp_path / "first"
+    launch_fsdp(2, grpo_args(tiny_model_dir, first, [*KL, "max_seconds=0.001"]))  # stops after step 1
+    assert [p.name for p in (first / "checkpoints").iterdir()] == ["step_000001"]
+    plain = tmp_path / "plain"  # the same step-1 checkpoint written by one process: the same format
+    launch(1, grpo_args(tiny_model_dir, plain, [*KL, "max_seconds=0.001"]))
+    ckpt, ref = first / "checkpoints" / "step_000001", plain / "checkpoints" / "step_000001"
+    assert sorted(p.name for p in ckpt.rglob("*")) == sorted(p.name for p in ref.rglob("*"))
+    a, b = torch.load(ckpt / "optimizer.pt"), torch.load(ref / "optimizer.pt")
+    assert sorted(a["state"]) == sorted(b["state"]) and a["param_groups"] == b["param_groups"]
+    for i in a["state"]:
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.allclose(a["state"][i][key], b["state"][i][key], rtol=0, atol=1e-6), (i, key)
+    for n, how in ((1, launch), (2, launch_fsdp)):
+        run = tmp_path / f"resumed_in_{n}"
+        shutil.copytree(first, run)
+        how(n, grpo_args(tiny_model_dir, run, [*KL, f"resume={run}", "max_seconds=0"]))
+        assert_same_metrics(one, run, ("loss", "pg_loss", "kl", "grad_norm", "reward/total/mean"))
+        assert_same_weights(one, run)
+    run = tmp_path / "plain_resumed_under_fsdp"  # and a one-process checkpoint under FSDP
+    shutil.copytree(plain, run)
+    launch_fsdp(2, grpo_args(tiny_model_dir, run, [*KL, f"resume={run}", "max_seconds=0"]))
+    assert_same_weights(one, run)
+
+
+@pytest.mark.slow
+def test_lora_under_accelerate_fsdp_equals_one_process(tiny_model_dir, tmp_path):
+    # as tests/test_distributed.py's LoRA case (no dropout, one micro-batch per rank), launched with fsdp.yaml;
+    # the reference is the sharded model with its adapter switched off
+    extra = ["lora.enabled=true", "lora.r=4", "lora.dropout=0", "algo.kl_coef=0.1", "algo.advantage=dr_grpo",
+             "algo.loss_agg=seq_mean_token_sum_norm", "batch.micro_batch_size=4", "optim.lr=1e-2"]
+    launch(1, grpo_args(tiny_model_dir, tmp_path / "one", extra))
+    launch_fsdp(2, grpo_args(tiny_model_dir, tmp_path / "two", extra), launcher="accelerate")
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert (two / "model" / "adapter_model.safetensors").is_file()
+    assert_same_rollouts(one, two)
+    assert_same_metrics(one, two, ("loss", "kl", "grad_norm"))
+    assert_same_weights(one, two)
+    assert_written_once(one, two)
+    assert FSDP_LOG in (two / "run.log").read_text()
+
+
+@pytest.mark.slow
+def test_sft_under_fsdp_equals_one_process(tiny_model_dir, tmp_path):
+    import json
+
+    rows = [{"prompt": f"What is {i % 7} + {i % 5}?", "response": f"<answer>{i % 7 + i % 5}</answer>"}
+            for i in range(40)]
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def args(out: Path) -> list[str]:
+        return ["sft", f"model.path={tiny_model_dir}", f"data.files=[{data}]", "steps=3", "optim.lr=3e-3",
+                "optim.warmup_steps=2", "val_every=2", "data.val_fraction=0.1", "batch_tokens=256",
+                "run.progress=false", f"run.out_dir={out}"]
+
+    launch(1, args(tmp_path / "one"))
+    launch_fsdp(2, args(tmp_path / "two"))
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert_same_metrics(one, two, ("train/loss", "val/loss", "grad_norm", "response_tokens"))
+    assert_same_weights(one, two)
+    files = sorted(str(p.relative_to(one)) for p in one.rglob("*") if p.is_file())
+    assert files == sorted(str(p.relative_to(two)) for p in two.rglob("*") if p.is_file())
+    assert "world size 2 (FSDP2 FULL_SHARD)" in (two / "run.log").read_text()
+    assert sorted(weights(one)) == sorted(weights(two))
+
+
+# ----------------------------------------------------------------------------- the rules, in one process
+
+
+class _Row:
+    def __init__(self, prompt):
+        self.prompt = prompt
+
+
+@pytest.mark.parametrize(("rank", "chunks", "expect"), [
+    # 3 micro-batches on 2 ranks: rank 1 pads the second slot with a copy of micro-batch 2 (rank 0's)
+    (1, [["a", "a"], ["b", "b"], ["c", "c"]], [(1, False, True), (2, True, True)]),
+    (0, [["a", "a"], ["b", "b"], ["c", "c"]], [(0, False, True), (2, False, True)]),
+    # a slot where one micro-batch repeats a prompt and the other does not: neither shares
+    (0, [["a", "a"], ["b", "c"]], [(0, False, False)]),
+    (1, [["a", "a"], ["b", "c"]], [(1, False, False)]),
+])
+def test_lockstep_pads_and_agrees_on_prompt_sharing(rank, chunks, expect):
+    rows = [[_Row(p) for p in c] for c in chunks]
+    slots = fsdp.lockstep(World(rank=rank, size=2), rows, lambda r: [ord(r.prompt)])
+    assert [(rows.index(s.items), s.padding, s.share_prompts) for s in slots] == expect
+
+
+@pytest.mark.parametrize(("env", "parallel", "size", "expect"), [
+    ({}, "ddp", 2, ("ddp", True)),  # the default: a full replica per process
+    ({}, "fsdp", 2, ("fsdp", True)),  # torchrun with parallel=fsdp: full shard
+    ({}, "fsdp_shard_grad_op", 2, ("fsdp", False)),
+    ({}, "fsdp", 1, ("ddp", True)),  # one process: nothing to shard, the recipe still runs
+    ({"ACCELERATE_USE_FSDP": "true", "FSDP_SHARDING_STRATEGY": "FULL_SHARD"}, "ddp", 2, ("fsdp", True)),
+    ({"ACCELERATE_USE_FSDP": "true", "FSDP_SHARDING_STRATEGY": "SHARD_GRAD_OP"}, "ddp", 2, ("fsdp", False)),
+    ({"ACCELERATE_USE_FSDP": "true", "FSDP_SHARDING_STRATEGY": "1"}, "ddp", 2, ("fsdp", True)),  # FSDP1 enum
+    ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_RESHARD_AFTER_FORWARD": "false"}, "ddp", 2,
+     ("fsdp", False)),
+])
+def test_the_strategy_comes_from_accelerate_or_the_config(monkeypatch, env, parallel, size, expect):
+    for key in ("ACCELERATE_USE_FSDP", "FSDP_SHARDING_STRATEGY", "FSDP_VERSION", "FSDP_RESHARD_AFTER_FORWARD",
+                "FSDP_OFFLOAD_PARAMS", "FSDP_ACTIVATION_CHECKPOINTING"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    got = fsdp.resolve_strategy(parallel, size)
+    assert (got.name, got.reshard_after_forward) == expect
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"FSDP_OFFLOAD_PARAMS": "true"}, "FSDP CPU offload (fsdp_offload_params: true) is not supported"),
+    ({"FSDP_ACTIVATION_CHECKPOINTING": "true"}, "fsdp_activation_checkpointing is not supported"),
+    ({"FSDP_SHARDING_STRATEGY": "HYBRID_SHARD"}, "FSDP sharding strategy HYBRID_SHARD is not supported"),
+    ({"FSDP_SHARDING_STRATEGY": "NO_SHARD"}, "set fsdp_sharding_strategy: FULL_SHARD"),
+])
+def test_unsupported_fsdp_settings_are_refused_with_the_fix(monkeypatch, env, message):
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(AhaError, match=re.escape(message)):
+        fsdp.resolve_strategy("ddp", 2)

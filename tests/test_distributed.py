@@ -383,7 +383,7 @@ def test_gradients_are_summed_over_two_gloo_processes():
 
 
 @pytest.mark.parametrize(("variable", "message"), [
-    ("ACCELERATE_USE_FSDP", "FSDP is not supported by aha's trainers yet"),  # fsdp.yaml
+    # (fsdp.yaml runs: tests/test_fsdp.py)
     # zero2/zero3.yaml; DeepSpeed is not installed here, so the install command comes first
     ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed, which is not installed: `pip install deepspeed`"),
 ])

@@ -19,6 +19,8 @@ from aha.train import fsdp
 from aha.train.distributed import World
 from tests.test_distributed import (
     KL,
+    REPO,
+    TOL,
     assert_same_rollouts,
     assert_same_weights,
     assert_written_once,
@@ -51,12 +53,29 @@ def launch_fsdp(n: int, args: list[str], launcher: str = "torchrun") -> None:
         launch(n, args, launcher="accelerate-fsdp")
 
 
+# tests/test_distributed.py's KL case with 4 prompts x 2 samples: some micro-batches of 2 rows hold one prompt
+# twice (one process runs that prompt once, see aha.train.logprobs) and others two prompts, so in some slots the
+# two ranks disagree and both run their rows whole (`fsdp.lockstep`): the same function, rounded otherwise. Adam
+# turns those 1e-7 differences of near-zero gradient coordinates into weight differences of up to 6.4e-6 after
+# 3 steps at lr 3e-3 (the runs without such slots below agree within 1e-6), hence MIXED_TOL. Checkpoints every
+# step, so the resume test can start from step 1 of these very runs.
+KL4 = [*KL, "batch.prompts_per_step=4", "batch.samples_per_prompt=2", "checkpoint_every=1", "keep_checkpoints=3"]
+MIXED_TOL = 1e-5
+
+
+def assert_close_weights(a: Path, b: Path, tol: float) -> None:
+    wa, wb = weights(a), weights(b)
+    assert sorted(wa) == sorted(wb)
+    for k in wa:
+        assert torch.allclose(wa[k], wb[k], rtol=0, atol=tol), (k, float((wa[k] - wb[k]).abs().max()))
+
+
 @pytest.fixture(scope="module")
 def kl_runs(tmp_path_factory, tiny_model_dir):
     """GRPO with a KL loss to a sharded frozen reference, two mini-batches: one process and two (FSDP)."""
     root = tmp_path_factory.mktemp("fsdp_kl")
-    launch(1, grpo_args(tiny_model_dir, root / "one", KL))
-    launch_fsdp(2, grpo_args(tiny_model_dir, root / "two", KL))
+    launch(1, grpo_args(tiny_model_dir, root / "one", KL4))
+    launch_fsdp(2, grpo_args(tiny_model_dir, root / "two", KL4))
     return root / "one", root / "two"
 
 
@@ -65,20 +84,26 @@ def test_grpo_with_kl_under_fsdp_equals_one_process(kl_runs):
     one, two = kl_runs
     assert_same_rollouts(one, two)
     assert_same_metrics(one, two, ("loss", "pg_loss", "kl", "grad_norm", "reward/total/mean", "accuracy"))
-    assert_same_weights(one, two)
+    assert_close_weights(one, two, MIXED_TOL)
     assert_written_once(one, two)
     assert FSDP_LOG in (two / "run.log").read_text()
+    assert "rank 0: 2 prompts x 2 samples, rank 1: 2 prompts x 2 samples" in (two / "run.log").read_text()
+
+
+def from_step_1(run: Path, to: Path) -> Path:
+    """A copy of `run` as if it had stopped after step 1 (later checkpoints removed)."""
+    shutil.copytree(run, to)
+    for ckpt in (to / "checkpoints").iterdir():
+        if ckpt.name != "step_000001":
+            shutil.rmtree(ckpt)
+    return to
 
 
 @pytest.mark.slow
 def test_an_fsdp_checkpoint_resumes_in_one_process_and_under_fsdp(kl_runs, tiny_model_dir, tmp_path):
-    one, _ = kl_runs
-    first = tmp_path / "first"
-    launch_fsdp(2, grpo_args(tiny_model_dir, first, [*KL, "max_seconds=0.001"]))  # stops after step 1
-    assert [p.name for p in (first / "checkpoints").iterdir()] == ["step_000001"]
-    plain = tmp_path / "plain"  # the same step-1 checkpoint written by one process: the same format
-    launch(1, grpo_args(tiny_model_dir, plain, [*KL, "max_seconds=0.001"]))
-    ckpt, ref = first / "checkpoints" / "step_000001", plain / "checkpoints" / "step_000001"
+    one, two = kl_runs
+    # rank 0 wrote the one-process format: the same files, the optimizer state keyed by parameter index
+    ckpt, ref = two / "checkpoints" / "step_000001", one / "checkpoints" / "step_000001"
     assert sorted(p.name for p in ckpt.rglob("*")) == sorted(p.name for p in ref.rglob("*"))
     a, b = torch.load(ckpt / "optimizer.pt"), torch.load(ref / "optimizer.pt")
     assert sorted(a["state"]) == sorted(b["state"]) and a["param_groups"] == b["param_groups"]
@@ -86,15 +111,34 @@ def test_an_fsdp_checkpoint_resumes_in_one_process_and_under_fsdp(kl_runs, tiny_
         for key in ("exp_avg", "exp_avg_sq", "step"):
             assert torch.allclose(a["state"][i][key], b["state"][i][key], rtol=0, atol=1e-6), (i, key)
     for n, how in ((1, launch), (2, launch_fsdp)):
-        run = tmp_path / f"resumed_in_{n}"
-        shutil.copytree(first, run)
-        how(n, grpo_args(tiny_model_dir, run, [*KL, f"resume={run}", "max_seconds=0"]))
-        assert_same_metrics(one, run, ("loss", "pg_loss", "kl", "grad_norm", "reward/total/mean"))
-        assert_same_weights(one, run)
-    run = tmp_path / "plain_resumed_under_fsdp"  # and a one-process checkpoint under FSDP
-    shutil.copytree(plain, run)
-    launch_fsdp(2, grpo_args(tiny_model_dir, run, [*KL, f"resume={run}", "max_seconds=0"]))
-    assert_same_weights(one, run)
+        run = from_step_1(two, tmp_path / f"resumed_in_{n}")
+        how(n, grpo_args(tiny_model_dir, run, [*KL4, f"resume={run}"]))
+        assert "resumed from" in (run / "run.log").read_text()
+        assert_same_metrics(two if n == 2 else one, run, ("loss", "pg_loss", "kl", "grad_norm", "reward/total/mean"))
+        assert_close_weights(two, run, TOL if n == 2 else MIXED_TOL)  # FSDP resumed exactly; 1 process as above
+    run = from_step_1(one, tmp_path / "plain_resumed_under_fsdp")  # a one-process checkpoint under FSDP
+    launch_fsdp(2, grpo_args(tiny_model_dir, run, [*KL4, f"resume={run}"]))
+    assert "resumed from" in (run / "run.log").read_text()
+    assert_close_weights(one, run, MIXED_TOL)  # steps 2-3 ran under FSDP
+
+
+@pytest.mark.slow
+def test_padding_micro_batches_and_unequal_drops_under_shard_grad_op_equal_one_process(tiny_model_dir, tmp_path):
+    # dynamic sampling drops unequally per rank; 12 kept rows in micro-batches of 4 make 3 micro-batches, so
+    # rank 1 runs a zero-loss copy in the second slot; mu = 2 on one mini-batch takes the old log-probs from
+    # the first pass (the padding copy must not store them); the reference pass runs on unequal shares
+    extra = ["rewards=[{name: 'tests.test_distributed:half_flat', weight: 1.0}]", "batch.prompts_per_step=4",
+             "algo.dynamic_sampling=true", "algo.max_resample_rounds=2", "algo.loss_agg=token_mean",
+             "algo.kl_coef=0.05", "algo.advantage=reinforce_pp", "algo.num_iterations=2",
+             "batch.samples_per_prompt=3", "batch.micro_batch_size=4"]
+    launch(1, grpo_args(tiny_model_dir, tmp_path / "one", extra))
+    launch(2, grpo_args(tiny_model_dir, tmp_path / "two", [*extra, "parallel=fsdp_shard_grad_op"]))
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert_same_rollouts(one, two)
+    assert_same_metrics(one, two, ("loss", "pg_loss", "kl", "groups/kept", "grad_norm", "reward/total/mean"))
+    assert_same_weights(one, two)
+    assert_written_once(one, two)
+    assert "world size 2 (gloo, FSDP2 SHARD_GRAD_OP)" in (two / "run.log").read_text()
 
 
 @pytest.mark.slow
@@ -186,7 +230,7 @@ def test_the_strategy_comes_from_accelerate_or_the_config(monkeypatch, env, para
     ({"FSDP_OFFLOAD_PARAMS": "true"}, "FSDP CPU offload (fsdp_offload_params: true) is not supported"),
     ({"FSDP_ACTIVATION_CHECKPOINTING": "true"}, "fsdp_activation_checkpointing is not supported"),
     ({"FSDP_SHARDING_STRATEGY": "HYBRID_SHARD"}, "FSDP sharding strategy HYBRID_SHARD is not supported"),
-    ({"FSDP_SHARDING_STRATEGY": "NO_SHARD"}, "set fsdp_sharding_strategy: FULL_SHARD"),
+    ({"FSDP_SHARDING_STRATEGY": "NO_SHARD"}, "to fsdp_sharding_strategy: FULL_SHARD"),
 ])
 def test_unsupported_fsdp_settings_are_refused_with_the_fix(monkeypatch, env, message):
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
@@ -194,3 +238,25 @@ def test_unsupported_fsdp_settings_are_refused_with_the_fix(monkeypatch, env, me
         monkeypatch.setenv(key, value)
     with pytest.raises(AhaError, match=re.escape(message)):
         fsdp.resolve_strategy("ddp", 2)
+
+
+def test_deepspeed_is_refused_naming_the_fsdp_configs(monkeypatch):
+    import importlib.util
+
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    from aha.train.distributed import check_strategy
+
+    expected = "recipes/accelerate/fsdp.yaml" if not importlib.util.find_spec("deepspeed") else "fsdp.yaml (FSDP2"
+    with pytest.raises(AhaError, match=re.escape(expected)):
+        check_strategy()
+
+
+@pytest.mark.parametrize(("name", "strategy"), [("fsdp", "FULL_SHARD"), ("fsdp_shard_grad_op", "SHARD_GRAD_OP")])
+def test_shipped_fsdp_configs(name, strategy):
+    import yaml
+
+    config = yaml.safe_load((REPO / "recipes" / "accelerate" / f"{name}.yaml").read_text())
+    assert config["distributed_type"] == "FSDP" and config["fsdp_config"]["fsdp_sharding_strategy"] == strategy
+    # the precision is aha's model.dtype; offload and accelerate's activation checkpointing are refused
+    assert config["mixed_precision"] == "no" and config["fsdp_config"]["fsdp_offload_params"] is False
+    assert config["fsdp_config"]["fsdp_activation_checkpointing"] is False

@@ -274,11 +274,18 @@ def load_plain_optimizer_state(model: Any, optimizer: Any, state: dict[str, Any]
                              options=StateDictOptions(full_state_dict=True))
 
 
-def shard_training(model: Any, optimizer: Any, scheduler: Any, build: Any, strategy: Strategy,
+def shard_training(world: Any, model: Any, optimizer: Any, scheduler: Any, build: Any, strategy: Strategy,
                    frozen: tuple[Any, ...] = ()) -> tuple[Any, Any]:
     """Shard `model` (and the `frozen` models) and return a new (optimizer, scheduler) from `build(model)`
     holding what the plain `optimizer` and `scheduler` held (a resumed checkpoint's state, or a fresh
-    start's): the run goes on as one process would from there."""
+    start's): the run goes on as one process would from there. Each rank keeps its part of its own full
+    copy, so the copies must be equal: checked first (a loader that leaves the weights of ranks > 0 to a
+    broadcast, as accelerate's cpu_ram_efficient_loading may, would otherwise train a mixture)."""
+    sums = [float(sum(p.detach().double().sum() for p in m.parameters())) for m in (model, *frozen) if m is not None]
+    if any(part != sums for part in world.gather(sums)):
+        raise AhaError("the processes loaded different weights, so FSDP cannot shard them; set "
+                       "fsdp_cpu_ram_efficient_loading: false in the accelerate config (aha loads the full model on "
+                       "every process), or launch with recipes/accelerate/ddp.yaml")
     state = optimizer.state_dict()
     schedule = scheduler.state_dict() if scheduler is not None else None
     shard(model, strategy)

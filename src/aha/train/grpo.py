@@ -408,7 +408,7 @@ def start_session(cfg: TrainConfig) -> tuple[RLSession, int, int]:
             last_time = truncate_metrics(run.path / "metrics.jsonl", start_step)
             run.metrics.start = time.time() - last_time  # the metrics clock continues across a resume
     if strategy.sharded:  # after the resume: a checkpoint loads into the plain model as in one process
-        s.optimizer, s.scheduler = fsdp.shard_training(s.model, s.optimizer, s.scheduler, build_optimizer,
+        s.optimizer, s.scheduler = fsdp.shard_training(world, s.model, s.optimizer, s.scheduler, build_optimizer,
                                                        strategy, frozen=(s.reference,))
     run.log.info(f"run directory: {run.path}")
     run.log.info(f"{len(train_examples)} train prompts, {len(val_examples)} validation prompts; "

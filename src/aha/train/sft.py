@@ -370,7 +370,7 @@ def sft(cfg: SftConfig) -> Path:
         run.metrics.start = time.time() - max(last_time, elapsed_before)
         log.info(f"resumed from {ckpt} at step {step}")
     if strategy.sharded:  # after the resume: a checkpoint loads into the plain model as in one process
-        optimizer, scheduler = fsdp.shard_training(model, optimizer, scheduler, build_optimizer, strategy)
+        optimizer, scheduler = fsdp.shard_training(world, model, optimizer, scheduler, build_optimizer, strategy)
         params = [p for p in model.parameters() if p.requires_grad]
 
     def validation_loss() -> float:

@@ -11,7 +11,11 @@ and the script prints the median seconds per step, of generation and of the upda
 the cost of the collectives alone: a gloo all-reduce of the model's 3.4M fp32 gradients (what each
 optimizer step sums) timed in a 2-process run of this script (`--allreduce`).
 
-    python benchmarks/data_parallel_step.py [--steps 4] [--order 1x2,2x1] [--json out.json]
+    python benchmarks/data_parallel_step.py [--steps 4] [--order 1x2,2x1] [--strategy ddp|fsdp] [--json out.json]
+
+`--strategy fsdp` runs the multi-process settings with `parallel=fsdp` (FSDP2 full shard, aha.train.fsdp):
+per-block all-gathers and reduce-scatters in every update forward and backward, and one gather of the full
+weights for generation and for the log-prob passes, instead of one gradient all-reduce per optimizer step.
 
 On a 2-core machine the two settings use the same cores, so the expectation is about equal times: the point
 is that the collectives cost little. The machine is shared: run `uptime` beside it and quote the load.
@@ -51,11 +55,11 @@ def train_args(model: Path, out: Path, steps: int) -> list[str]:
             "optim.lr=1e-6", f"steps={steps}", f"run.out_dir={out}", "run.progress=false", "save_rollouts=true"]
 
 
-def run_setting(setting: str, model: Path, out: Path, steps: int) -> dict[str, float]:
+def run_setting(setting: str, model: Path, out: Path, steps: int, strategy: str = "ddp") -> dict[str, float]:
     procs, threads = (int(x) for x in setting.split("x"))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false",
            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO / "src"), os.environ.get("PYTHONPATH")) if p)}
-    cmd = [sys.executable, "-m", "aha.cli", *train_args(model, out, steps + 1)]
+    cmd = [sys.executable, "-m", "aha.cli", *train_args(model, out, steps + 1), f"parallel={strategy}"]
     if procs > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs), "--master_port",
                str(_free_port()), *cmd[1:]]
@@ -101,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=4, help="measured steps after one warm-up step")
     p.add_argument("--order", default="1x2,2x1", help="settings PROCSxTHREADS, run in this order")
     p.add_argument("--json", default=None, help="write the figures here")
+    p.add_argument("--strategy", default="ddp", choices=["ddp", "fsdp"], help="multi-process strategy (parallel=)")
     p.add_argument("--allreduce", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.allreduce:
@@ -115,15 +120,16 @@ def main(argv: list[str] | None = None) -> int:
     numel = sum(p.numel() for p in model.parameters() if p.requires_grad)
     results: dict[str, dict[str, float]] = {}
     for setting in args.order.split(","):
-        results[setting] = run_setting(setting, work / "model", work / f"run_{setting}", args.steps)
+        results[setting] = run_setting(setting, work / "model", work / f"run_{setting}_{args.strategy}", args.steps,
+                                       args.strategy)
         print(f"{setting}: {json.dumps(results[setting])}", flush=True)
     allreduce = time_allreduce(numel)
     print(f"gloo all-reduce of {numel} fp32 gradients, 2 processes: {allreduce * 1000:.1f} ms "
           f"(once per optimizer step)")
     print(f"load average after: {os.getloadavg()[0]:.2f} (1 min)")
     if args.json:
-        Path(args.json).write_text(json.dumps({"settings": results, "allreduce_s": allreduce, "numel": numel},
-                                              indent=2))
+        Path(args.json).write_text(json.dumps({"settings": results, "allreduce_s": allreduce, "numel": numel,
+                                               "strategy": args.strategy}, indent=2))
     return 0
 
 

@@ -4,6 +4,8 @@ Launch:
 
     torchrun --nproc_per_node N -m aha.cli train RECIPE [key=value ...]
     accelerate launch --config_file recipes/accelerate/ddp.yaml --num_processes N -m aha.cli train RECIPE
+    torchrun --nproc_per_node N -m aha.cli train RECIPE parallel=fsdp            (sharded: aha.train.fsdp)
+    accelerate launch --config_file recipes/accelerate/fsdp.yaml --num_processes N -m aha.cli train RECIPE
 
 Both launchers start N copies of the command with RANK, WORLD_SIZE, LOCAL_RANK and MASTER_ADDR/PORT set;
 `init_world` joins them through accelerate's `PartialState` (gloo on CPU, nccl on GPUs). Without those
@@ -43,9 +45,14 @@ The rules the trainers follow on N ranks (see README "Multi-process training"):
   nothing rank-specific (the replicas are identical), so a run resumes with any N that divides its
   batch, 1 included.
 
-FSDP and DeepSpeed ZeRO configurations of accelerate (recipes/accelerate/{fsdp,zero2,zero3}.yaml) are
-recognised and refused at start with the fix (see `check_strategy`): this loop keeps a full replica on
-every rank.
+That is the DDP-style strategy (`parallel=ddp`, the default; recipes/accelerate/ddp.yaml). FSDP
+(`parallel=fsdp` under torchrun, recipes/accelerate/fsdp.yaml or fsdp_shard_grad_op.yaml under accelerate)
+keeps these rules and shards the model, its gradients and the optimizer state with torch's FSDP2; what
+changes (every rank runs as many update forwards, padded with zero-loss copies; generation and the
+log-prob passes run on weights gathered once per stage; gradients reduce-scattered as sums in the
+backward instead of `sync_gradients`; checkpoints gathered to rank 0 in the same format) is in
+`aha.train.fsdp`. DeepSpeed ZeRO configs (zero2/zero3.yaml) are refused at start with the fix
+(`check_strategy`).
 """
 
 from __future__ import annotations

@@ -260,3 +260,28 @@ def test_shipped_fsdp_configs(name, strategy):
     # the precision is aha's model.dtype; offload and accelerate's activation checkpointing are refused
     assert config["mixed_precision"] == "no" and config["fsdp_config"]["fsdp_offload_params"] is False
     assert config["fsdp_config"]["fsdp_activation_checkpointing"] is False
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["rollout.backend=vllm"], "the vllm backend is not supported under FSDP"),
+    (["reset.every=2"], "ProRL resets are not supported under FSDP yet; drop reset.every"),
+    (["model.gradient_checkpointing=true"], "model.gradient_checkpointing is not supported under FSDP yet"),
+    (["model.dtype=bfloat16"], "set model.dtype=float32 or optim.master_weights=false"),
+])
+def test_what_fsdp_does_not_cover_is_refused_before_the_run(overrides, message):
+    from aha.config import load_config
+    from aha.train.config import TrainConfig
+
+    cfg = load_config(TrainConfig, None, ["model.path=m", "task.name=arithmetic", *overrides])
+    fsdp.check_supported(cfg, fsdp.PLAIN)  # DDP-style and one process: all of it runs
+    with pytest.raises(AhaError, match=re.escape(message)):
+        fsdp.check_supported(cfg, fsdp.Strategy("fsdp"))
+
+
+def test_bf16_without_master_weights_and_fp32_run_under_fsdp():
+    from aha.config import load_config
+    from aha.train.config import TrainConfig
+
+    for extra in (["model.dtype=bfloat16", "optim.master_weights=false"], ["model.dtype=float32"]):
+        fsdp.check_supported(load_config(TrainConfig, None, ["model.path=m", "task.name=arithmetic", *extra]),
+                             fsdp.Strategy("fsdp"))

@@ -131,8 +131,8 @@ def check_supported(cfg: Any, strategy: Strategy) -> None:
                        "step); use rollout.backend=engine, or launch with recipes/accelerate/ddp.yaml")
     reset = getattr(cfg, "reset", None)
     if reset is not None and reset.enabled:
-        raise AhaError("ProRL resets are not supported under FSDP yet; set reset.enabled=false, or launch with "
-                       "recipes/accelerate/ddp.yaml (or parallel=ddp)")
+        raise AhaError("ProRL resets are not supported under FSDP yet; drop reset.every, reset.at_steps and "
+                       "reset.on_plateau, or launch with recipes/accelerate/ddp.yaml (or parallel=ddp)")
     if cfg.model.gradient_checkpointing:
         raise AhaError("model.gradient_checkpointing is not supported under FSDP yet; set it to false, or launch "
                        "with recipes/accelerate/ddp.yaml (or parallel=ddp)")

@@ -151,14 +151,16 @@ def test_lora_with_padding_micro_batches_under_accelerate_fsdp_equals_one_proces
 def test_sft_under_fsdp_equals_one_process(tiny_model_dir, tmp_path):
     import json
 
-    rows = [{"prompt": f"What is {i % 7} + {i % 5}?", "response": f"<answer>{i % 7 + i % 5}</answer>"}
+    # rows of 25-41 tokens in batches of at most 64: step 1's batch has 2 rows (one per rank), steps 2 and 3
+    # have 1, so rank 1 runs the zero-loss stand-in (every FSDP forward and backward is a collective)
+    rows = [{"prompt": f"What is {i % 7} + {i % 5}?", "response": f"<answer>{i % 7 + i % 5}</answer>" + " x" * (i % 9)}
             for i in range(40)]
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     def args(out: Path) -> list[str]:
         return ["sft", f"model.path={tiny_model_dir}", f"data.files=[{data}]", "steps=3", "optim.lr=3e-3",
-                "optim.warmup_steps=2", "val_every=2", "data.val_fraction=0.1", "batch_tokens=256",
+                "optim.warmup_steps=2", "val_every=2", "data.val_fraction=0.1", "batch_tokens=64",
                 "run.progress=false", f"run.out_dir={out}"]
 
     launch(1, args(tmp_path / "one"))

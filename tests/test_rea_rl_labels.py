@@ -56,6 +56,17 @@ def test_reflection_labels_end_to_end(tmp_path, tiny_model_dir, monkeypatch):
     assert len(base) == 2
     assert base[0]["response"] == ("<think>" + "\n\n".join(KK_PARAGRAPHS[:2]) + "\n</think>\n<answer>" + KK_ANSWER
                                    + "</answer>")
+    # windows of one chunk each (every chunk of this response is more than one token): one SFT row
+    # per window, numbered from [1], Result where the chunk was accepted
+    one = tmp_path / "windows"
+    assert main(["data", "reflection-labels", "--model", str(tiny_model_dir), "--task", "knights-knaves",
+                 *KK_OPTIONS, "--n", "2", "--min-tokens", "1", "--window-tokens", "1", "--device", "cpu",
+                 "--out", str(one)]) == 0
+    rows1 = read_jsonl(one / "reflection_sft.jsonl")
+    assert [r["response"] for r in rows1[:5]] == ["[1]. Think"] + ["[1]. Result"] * 4
+    assert rows1[1]["prompt"][0]["content"].startswith("**Question:**")
+    assert "**[1].** " + KK_PARAGRAPHS[1] in rows1[1]["prompt"][0]["content"]
+    assert len(rows1) == 2 * len(KK_PARAGRAPHS)
     # the labeller trains on it with aha sft (LoRA) and serves as the detector of a revision run
     sft = tmp_path / "labeller"
     assert main(["sft", f"model.path={tiny_model_dir}", f"data.files=[{out / 'reflection_sft.jsonl'}]",

@@ -203,6 +203,21 @@ def test_micro_batch_split_does_not_change_training(tmp_path, tiny_model_dir, ag
     assert all(torch.allclose(w2[k], w8[k], atol=1e-4) for k in w2)
 
 
+def test_micro_token_mean_divides_by_the_micro_batch_count(tmp_path, tiny_model_dir):
+    # REA-RL's parity mode. Every completion here runs to the 12-token cap, so each micro-batch of 2
+    # holds 24 tokens and the mean of the 4 micro-batch means, each over 4 micro-batches, is the token
+    # mean: the same gradient. Without the 1/4 the gradient norm would be 4 times larger.
+    torch.set_num_threads(1)
+    rows = {}
+    for agg in ("token_mean", "micro_token_mean"):
+        out = tmp_path / agg
+        assert main(base_args(tiny_model_dir, out, 1, ["batch.micro_batch_size=2", f"algo.loss_agg={agg}"])) == 0
+        rows[agg] = read_jsonl(out / "metrics.jsonl")[0]
+    assert rows["token_mean"]["response_length/mean"] == 12.0
+    assert rows["micro_token_mean"]["grad_norm"] == pytest.approx(rows["token_mean"]["grad_norm"], rel=1e-5)
+    assert rows["micro_token_mean"]["grad_norm"] > 0
+
+
 def test_resume_refuses_a_changed_config(tmp_path, tiny_model_dir, capsys):
     out = tmp_path / "run"
     assert main(base_args(tiny_model_dir, out, 1)) == 0

@@ -38,6 +38,8 @@ AGG_CASES = [
     ("seq_mean_token_mean", MASK_EMPTY_ROW, None, 1.5),
     ("seq_mean_token_sum_norm", MASK_EMPTY_ROW, None, 3 / (2 * 3)),
     ("seq_mean_token_sum", MASK_EMPTY_ROW, None, 3.0),
+    # one micro-batch: TRL 0.16's per-micro-batch token mean is the token mean
+    ("micro_token_mean", MASK, None, (1 + 2 + 4) / 3),
 ]
 
 
@@ -284,6 +286,18 @@ def test_batch_divisors_make_micro_batch_losses_add_up_to_the_batch_loss():
         tokens, rows = batch_divisors(DIV_MASK, mode)
         parts = sum(aggregate(loss[i:j], DIV_MASK[i:j], mode, 3, tokens, rows) for i, j in ((0, 1), (1, 3)))
         assert parts.item() == pytest.approx(aggregate(loss, DIV_MASK, mode, 3).item()), mode
+
+
+def test_micro_token_mean_is_each_micro_batch_mean_over_the_micro_batch_count():
+    # LOSS/MASK in two micro-batches of one row (batch_divisors gives 2 of them): row 1's mean 1.5
+    # and row 2's mean 4, each divided by 2; the token mean of the whole batch would be 7 / 3
+    assert batch_divisors(MASK, "micro_token_mean", micro_batch_size=1) == (3.0, 2.0)
+    parts = [aggregate(LOSS[i:i + 1], MASK[i:i + 1], "micro_token_mean", None, 3.0, 2.0).item() for i in (0, 1)]
+    assert parts == pytest.approx([1.5 / 2, 4 / 2])
+    assert sum(parts) == pytest.approx(2.75) and sum(parts) != pytest.approx(7 / 3)
+    # 3 rows in micro-batches of 2: ceil(3 / 2) = 2 micro-batches; without a size, one
+    assert batch_divisors(DIV_MASK, "micro_token_mean", micro_batch_size=2) == (3.0, 2.0)
+    assert batch_divisors(DIV_MASK, "micro_token_mean") == (3.0, 1.0)
 
 
 def test_batch_divisors_bad_mode():

@@ -15,7 +15,7 @@ from aha.algo.overthinking import (
     result_probability,
     zero_unsolved_groups,
 )
-from aha.overthinking.chunking import paragraphs, split_chunks
+from aha.overthinking.chunking import Chunk, paragraphs, split_chunks, windows
 
 
 def words(text: str) -> int:
@@ -160,3 +160,19 @@ def test_zero_unsolved_groups():
     # a correct entry outside the valid mask does not count
     valid = torch.tensor([[True, True, True], [False, True, True]])
     assert zero_unsolved_groups(adv, correct, valid).tolist() == [[0.0] * 3, [0.0] * 3]
+
+
+def _sized(*tokens):
+    return [Chunk(f"c{i}", n, ((i, i + 1),)) for i, n in enumerate(tokens)]
+
+
+@pytest.mark.parametrize("tokens,max_tokens,expected", [
+    ((400, 400, 400), 1024, [[0, 1], [2]]),        # 800 fits, a third would make 1200
+    ((400, 624, 10), 1024, [[0, 1], [2]]),         # exactly 1024 still fits
+    ((2000, 10, 10), 1024, [[0], [1, 2]]),         # an oversized chunk is a window alone
+    ((10, 2000, 10), 1024, [[0], [1], [2]]),       # ... also in the middle
+    ((400, 400, 400), 0, [[0, 1, 2]]),             # 0: the whole response in one window
+    ((), 1024, []),                                # no chunks, no windows
+])
+def test_windows_group_consecutive_chunks_up_to_the_budget(tokens, max_tokens, expected):
+    assert windows(_sized(*tokens), max_tokens) == expected

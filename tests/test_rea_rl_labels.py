@@ -56,6 +56,17 @@ def test_reflection_labels_end_to_end(tmp_path, tiny_model_dir, monkeypatch):
     assert len(base) == 2
     assert base[0]["response"] == ("<think>" + "\n\n".join(KK_PARAGRAPHS[:2]) + "\n</think>\n<answer>" + KK_ANSWER
                                    + "</answer>")
+    # windows of one chunk each (every chunk of this response is more than one token): one SFT row
+    # per window, numbered from [1], Result where the chunk was accepted
+    one = tmp_path / "windows"
+    assert main(["data", "reflection-labels", "--model", str(tiny_model_dir), "--task", "knights-knaves",
+                 *KK_OPTIONS, "--n", "2", "--min-tokens", "1", "--window-tokens", "1", "--device", "cpu",
+                 "--out", str(one)]) == 0
+    rows1 = read_jsonl(one / "reflection_sft.jsonl")
+    assert [r["response"] for r in rows1[:5]] == ["[1]. Think"] + ["[1]. Result"] * 4
+    assert rows1[1]["prompt"][0]["content"].startswith("**Question:**")
+    assert "**[1].** " + KK_PARAGRAPHS[1] in rows1[1]["prompt"][0]["content"]
+    assert len(rows1) == 2 * len(KK_PARAGRAPHS)
     # the labeller trains on it with aha sft (LoRA) and serves as the detector of a revision run
     sft = tmp_path / "labeller"
     assert main(["sft", f"model.path={tiny_model_dir}", f"data.files=[{out / 'reflection_sft.jsonl'}]",
@@ -67,3 +78,25 @@ def test_reflection_labels_end_to_end(tmp_path, tiny_model_dir, monkeypatch):
     det = ReflectionModelDetector(sft / "model", device="cpu")
     chunks = split_chunks("\n\n".join(KK_PARAGRAPHS), lambda t: len(t.split()), min_tokens=1)
     assert len(det.label("quiz", [c.text for c in chunks])) == 5
+
+
+@pytest.mark.slow
+def test_a_model_teacher_labels_window_by_window(tmp_path, tiny_model_dir, monkeypatch):
+    # a (random) model folder as the teacher, one chunk per window: five labelling calls of one part
+    # each, whose P(Result) values make up the response's five probabilities
+    import aha.rollout
+    from aha.overthinking.detectors import ReflectionModelDetector
+
+    monkeypatch.setattr(aha.rollout, "get_generator", lambda backend, model, tok, **_: ScriptedGenerator(tok))
+    calls = []
+    real = ReflectionModelDetector.label
+    monkeypatch.setattr(ReflectionModelDetector, "label",
+                        lambda self, q, chunks: calls.append(list(chunks)) or real(self, q, chunks))
+    out = tmp_path / "labels"
+    assert main(["data", "reflection-labels", "--model", str(tiny_model_dir), "--task", "knights-knaves",
+                 *KK_OPTIONS, "--limit", "1", "--n", "2", "--min-tokens", "1", "--window-tokens", "1",
+                 "--teacher", str(tiny_model_dir), "--device", "cpu", "--out", str(out)]) == 0
+    labels = read_jsonl(out / "labels.jsonl")
+    assert len(calls) == 2 * len(KK_PARAGRAPHS) and all(len(c) == 1 for c in calls)
+    assert [c[0] for c in calls[:5]] == KK_PARAGRAPHS
+    assert all(len(r["p_result"]) == 5 and all(0.0 <= p <= 1.0 for p in r["p_result"]) for r in labels)

@@ -14,6 +14,7 @@ the real response tokens.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -28,7 +29,8 @@ PolicyLossFn = Callable[..., tuple[Tensor, dict[str, Tensor]]]
 #            -> (per-token loss (B,T), metrics {name: 0-dim tensor})`
 POLICY_LOSSES: Registry[PolicyLossFn] = Registry("policy loss")
 
-AGG_MODES = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm", "token_sum", "seq_mean_token_sum")
+AGG_MODES = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm", "token_sum", "seq_mean_token_sum",
+             "micro_token_mean")
 
 # verl clamps the log ratio before exp so a stale old_logprob cannot overflow the ratio
 LOG_RATIO_LIMIT = 20.0
@@ -59,6 +61,12 @@ def aggregate(loss_mat: Tensor, mask: Tensor, mode: str = "token_mean", norm_con
       gradient accumulation is what makes the two differ by a constant.)
     - "token_sum": sum_{i,t} m L.
     - "seq_mean_token_sum" (verl "seq-mean-token-sum"): mean over rows with tokens of sum_t m L.
+    - "micro_token_mean" (TRL 0.16 under gradient accumulation, which REA-RL's released numbers
+      come from): each micro-batch's own token mean, sum_{i,t} m L / sum_{i,t} m over the
+      micro-batch, divided by the number of micro-batches of the batch (`batch_rows`, see
+      `batch_divisors`). A token of a micro-batch with few tokens weighs more than one of a
+      micro-batch with many, so the loss depends on how the batch is split: a parity option, not
+      a better default.
 
     Args:
         loss_mat: (B, T) per-token loss.
@@ -67,9 +75,10 @@ def aggregate(loss_mat: Tensor, mask: Tensor, mode: str = "token_mean", norm_con
         norm_constant: the fixed divisor of "seq_mean_token_sum_norm" (ignored otherwise).
         batch_tokens, batch_rows: when loss_mat is one micro-batch of a larger batch, that batch's
             number of masked-in tokens (the "token_mean" divisor) and of rows (rows with tokens for
-            the seq means, all rows for "seq_mean_token_sum_norm"). The divisors are then the
-            whole batch's, so the micro-batch losses add up to the batch's loss exactly and the
-            split into micro-batches does not change the gradient. None: this matrix's own counts.
+            the seq means, all rows for "seq_mean_token_sum_norm", the number of micro-batches for
+            "micro_token_mean"). The divisors are then the whole batch's, so the micro-batch losses
+            add up to the batch's loss exactly and (except for "micro_token_mean") the split into
+            micro-batches does not change the gradient. None: this matrix's own counts.
 
     Returns:
         0-dim tensor (differentiable w.r.t. loss_mat). An all-False mask gives 0.
@@ -82,6 +91,8 @@ def aggregate(loss_mat: Tensor, mask: Tensor, mode: str = "token_mean", norm_con
         return masked.sum() / (m.sum().clamp(min=1.0) if batch_tokens is None else max(batch_tokens, 1.0))
     if mode == "token_sum":
         return masked.sum()
+    if mode == "micro_token_mean":
+        return masked.sum() / m.sum().clamp(min=1.0) / (1.0 if batch_rows is None else max(batch_rows, 1.0))
     if mode in ("seq_mean_token_mean", "seq_mean_token_sum"):
         counts = m.sum(dim=-1)  # (B,)
         seq = masked.sum(dim=-1)  # (B,)
@@ -98,19 +109,23 @@ def aggregate(loss_mat: Tensor, mask: Tensor, mode: str = "token_mean", norm_con
     raise ValueError(f"unknown loss aggregation {mode!r}; valid: {', '.join(AGG_MODES)}")
 
 
-def batch_divisors(mask: Tensor, mode: str) -> tuple[float, float]:
+def batch_divisors(mask: Tensor, mode: str, micro_batch_size: int | None = None) -> tuple[float, float]:
     """The divisors `aggregate` uses when a batch is processed in micro-batches: (batch_tokens,
     batch_rows) of the whole batch under `mode`'s own definition.
 
     mask: (B, T) bool, the tokens that count, for every row of the batch (see `loss_token_mask`).
     batch_tokens is the number of counted tokens (the "token_mean" divisor). batch_rows is every row
-    for "seq_mean_token_sum_norm" (Dr. GRPO divides by B whatever the rows hold) and the rows with
-    at least one counted token for the sequence means (an empty row is left out of their mean).
+    for "seq_mean_token_sum_norm" (Dr. GRPO divides by B whatever the rows hold), the rows with
+    at least one counted token for the sequence means (an empty row is left out of their mean), and
+    for "micro_token_mean" the number of micro-batches, ceil(B / micro_batch_size) (the batch in
+    one micro-batch when micro_batch_size is None).
     """
     if mode not in AGG_MODES:
         raise ValueError(f"unknown loss aggregation {mode!r}; valid: {', '.join(AGG_MODES)}")
     counts = mask.to(torch.long).sum(dim=-1)  # (B,)
     tokens = float(counts.sum())
+    if mode == "micro_token_mean":
+        return tokens, float(math.ceil(mask.shape[0] / micro_batch_size) if micro_batch_size else 1)
     rows = float(mask.shape[0]) if mode == "seq_mean_token_sum_norm" else float((counts > 0).sum())
     return tokens, rows
 

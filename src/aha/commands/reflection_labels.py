@@ -11,7 +11,9 @@
    answer up to this point?" and accepting "Answer: Yes" (--verify teacher, REA-RL's yes/no check);
 6. write, for responses with an accepted chunk:
    reflection_sft.jsonl  {prompt: the labelling prompt, response: "[1]. Think\\n\\n[2]. Result ..."}
-                         with Result at every accepted chunk: `aha sft` trains the labeller on it
+                         per window of consecutive chunks of <= --window-tokens tokens (1024, as
+                         the released teacher sees them; a model teacher also labels window by
+                         window), with Result at every accepted chunk: `aha sft` trains the labeller on it
                          (lora.enabled=true), `aha export` merges it, and rollout.revision.labeler
                          takes the folder;
    truncated_sft.jsonl   the paper's SFT baseline: the problem's prompt and the response truncated
@@ -55,6 +57,10 @@ def add_arguments(p: argparse.ArgumentParser, name: str = "reflection-labels") -
                    help="chunk labeller: 'oracle' (the task's verifier) or a local model folder (default oracle)")
     p.add_argument("--verify", default="oracle", choices=["oracle", "teacher"],
                    help="how candidate chunks are verified (default oracle; teacher: REA-RL's yes/no prompt)")
+    p.add_argument("--window-tokens", type=int, default=1024,
+                   help="the teacher labels a response in windows of consecutive chunks of at most this many "
+                        "tokens, one labelling prompt and one SFT row each (default 1024, as REA-RL; 0 = the "
+                        "whole response in one window)")
     p.add_argument("--min-tokens", type=int, default=32, help="chunking: close at a sentence end from (32)")
     p.add_argument("--max-tokens", type=int, default=128, help="chunking: start a new chunk at (128)")
     p.add_argument("--answer-prefix", default="", help="closing template of the truncated baseline (default per task)")
@@ -70,8 +76,14 @@ def run(args: argparse.Namespace) -> int:
 
     from aha.commands.score import parse_options
     from aha.models import load_model, load_tokenizer, require_chat_template
-    from aha.overthinking.chunking import tokenizer_counter
-    from aha.overthinking.detectors import OracleDetector, ReflectionModelDetector
+    from aha.overthinking.chunking import tokenizer_counter, windows
+    from aha.overthinking.detectors import (
+        OracleDetector,
+        ReflectionModelDetector,
+        labeling_prompt,
+        labeling_target,
+        question_text,
+    )
     from aha.overthinking.revision import default_answer_prefix
     from aha.prompts import render_prompt
     from aha.rollout import get_generator
@@ -116,16 +128,19 @@ def run(args: argparse.Namespace) -> int:
             labels.append({"id": ex.id, "sample": c.sample_index, "chunks": [], "accepted": []})
             continue
         texts = [ch.text for ch in chunks]
-        probs = (oracle.probabilities(ex, chunks) if teacher is None else teacher.probabilities(ex, chunks))
+        groups = windows(chunks, args.window_tokens)
+        if teacher is None:
+            probs = oracle.probabilities(ex, chunks)
+        else:  # each window is its own labelling prompt, numbered from [1]
+            probs = [p for w in groups for p in teacher.label(question_text(ex), [texts[i] for i in w])]
         candidates = sorted({i for i, p in enumerate(probs) if p >= 0.5} | {len(chunks) - 1})
         accepted = [i for i in candidates if _verified(args.verify, oracle, teacher, ex, texts[: i + 1])]
         labels.append({"id": ex.id, "sample": c.sample_index, "chunks": texts, "p_result": probs,
                        "candidates": candidates, "accepted": accepted, "correct": task.verify(c.text, ex).correct})
         if accepted:
-            from aha.overthinking.detectors import labeling_prompt, labeling_target, question_text
-
-            reflection_rows.append({"id": ex.id, "prompt": labeling_prompt(question_text(ex), texts),
-                                    "response": labeling_target(len(texts), accepted)})
+            for w in groups:  # one row per window; its accepted chunks renumbered within it
+                reflection_rows.append({"id": ex.id, "prompt": labeling_prompt(question_text(ex), [texts[i] for i in w]),
+                                        "response": labeling_target(len(w), [w.index(i) for i in accepted if i in w])})
             end = start + chunks[accepted[0]].end
             truncated.append((ex, c.text[:end] + template))
     kept = _truncated_baseline(task, tok, generator, truncated, think, args)

@@ -19,7 +19,7 @@ can be mapped back to the response's own tokens (`aha.overthinking.revision`).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 MIN_TOKENS = 32
@@ -101,6 +101,25 @@ def split_chunks(text: str, count_tokens: Callable[[str], int], min_tokens: int 
             count += n
     close()
     return chunks
+
+
+def windows(chunks: Sequence[Chunk], max_tokens: int) -> list[list[int]]:
+    """Consecutive chunks grouped greedily into labelling windows of at most `max_tokens` tokens
+    (REA-RL's teacher sees a long response in windows of <= 1024 tokens): each window is a list of
+    chunk indices, in order; a chunk longer than `max_tokens` is a window alone. max_tokens <= 0:
+    one window of every chunk."""
+    if max_tokens <= 0:
+        return [list(range(len(chunks)))] if chunks else []
+    out: list[list[int]] = []
+    count = 0
+    for i, chunk in enumerate(chunks):
+        if out and count + chunk.tokens <= max_tokens:
+            out[-1].append(i)
+            count += chunk.tokens
+        else:
+            out.append([i])
+            count = chunk.tokens
+    return out
 
 
 def tokenizer_counter(tokenizer) -> Callable[[str], int]:  # noqa: ANN001 - any HF tokenizer

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from aha.report.plots import new_figure, save_figure
+from aha.report.plots import finish_pass_at_k_figure, new_figure, save_figure
 
 
 def slug(text: str) -> str:
@@ -41,18 +41,11 @@ def plot_pass_at_k_curves(curves: Mapping[str, Mapping[str, Any]], path: str | P
         ax.plot(ks, vs, color=f"C{i % 10}", label=label, marker="o" if len(ks) <= 12 else None, markersize=3)
     if not k_max:
         return None
-    ax.set_xscale("log", base=2)
     ticks = [2 ** i for i in range(k_max.bit_length()) if 2 ** i <= k_max]
     if ticks[-1] != k_max:
         ticks.append(k_max)
-    ax.set_xticks(ticks)
-    ax.set_xticklabels([str(k) for k in ticks])
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("k (samples per problem; k < n estimated unbiasedly from n)")
-    ax.set_ylabel("pass@k")
-    ax.set_title(title)
-    ax.legend(fontsize=8, loc="lower right")
-    return save_figure(fig, Path(path))
+    return finish_pass_at_k_figure(fig, ax, ticks, "k (samples per problem; k < n estimated unbiasedly from n)",
+                                   title, path)
 
 
 def plot_pass1_histograms(hists: Mapping[str, Mapping[str, Any]], path: str | Path,

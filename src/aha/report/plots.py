@@ -343,12 +343,18 @@ def plot_pass_at_k(results: Mapping[str, Mapping[str, Any]], path: str | Path,
         drawn += 1
     if not drawn:
         return None
+    return finish_pass_at_k_figure(fig, ax, sorted(all_ks), "k (samples per problem)", title, path)
+
+
+def finish_pass_at_k_figure(fig: Any, ax: Any, ticks: list[int], xlabel: str, title: str,
+                            path: str | Path) -> Path:
+    """The axes every pass@k figure shares (k on a log2 axis labelled at `ticks`, pass@k in [0, 1],
+    legend at the lower right), then the PNG at `path`."""
     ax.set_xscale("log", base=2)
-    ticks = sorted(all_ks)
     ax.set_xticks(ticks)
     ax.set_xticklabels([str(k) for k in ticks])
     ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("k (samples per problem)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("pass@k")
     ax.set_title(title)
     ax.legend(fontsize=8, loc="lower right")

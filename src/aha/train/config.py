@@ -112,7 +112,8 @@ class AlgoConfig:
                               "decoupled bounds)", registry=POLICY_LOSSES)
     loss_agg: str = option("token_mean", "loss aggregation (aha.algo.losses.aggregate): token_mean (DAPO), "
                            "seq_mean_token_mean (GRPO), seq_mean_token_sum_norm (Dr. GRPO), token_sum, "
-                           "seq_mean_token_sum", choices=list(AGG_MODES))
+                           "seq_mean_token_sum, micro_token_mean (TRL 0.16 under gradient accumulation: each micro-batch's "
+                           "token mean over the micro-batch count; REA-RL's released numbers)", choices=list(AGG_MODES))
     clip_low: float = option(0.2, "PPO clip below: ratio >= 1 - clip_low", min=0.0)
     clip_high: float = option(0.2, "PPO clip above: ratio <= 1 + clip_high (0.28 is DAPO's clip-higher)", min=0.0)
     kl_coef: float = option(0.0, "KL-to-reference coefficient; 0 skips the reference model entirely", min=0.0)

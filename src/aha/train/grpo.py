@@ -636,7 +636,8 @@ def accumulate_gradients(s: RLSession, mini: list[Rollout], first_pass: bool, su
     a, plan = s.cfg.algo, s.plan
     truncated = torch.tensor([r.truncated for r in mini])  # (M,)
     batch_tokens, batch_rows = batch_divisors(
-        loss_token_mask(_with_loss_masks(_length_mask(mini), mini), truncated, a.mask_truncated), a.loss_agg)
+        loss_token_mask(_with_loss_masks(_length_mask(mini), mini), truncated, a.mask_truncated), a.loss_agg,
+        s.cfg.batch.micro_batch_size)
     s.optimizer.zero_grad(set_to_none=True)
     chunks = _chunks(mini, s.cfg.batch.micro_batch_size)
     if s.strategy.sharded:  # every rank runs as many forwards and backwards (collectives), padded with zeros

@@ -40,10 +40,15 @@ The rules that keep N ranks equal to one process (see also `aha.train.distribute
   optimizer first, exactly as one process does, and sharding afterwards (`shard_training`), so any
   checkpoint resumes under any strategy and process count that divides its batch.
 
-Refused with the fix, at start: CPU offload, accelerate's FSDP activation checkpointing, NO_SHARD and
-hybrid sharding, the vLLM backend, ProRL resets, REA-RL revision (already one process only), and bf16/fp16
-weights stepped through fp32 master copies. `model.gradient_checkpointing` (transformers' own) works under
-FSDP (the SFT test runs with it; a GRPO run with KL agreed with one process within 2.7e-6).
+- bf16/fp16 weights with fp32 master copies (`optim.master_weights`, one process's MasterWeightAdamW): the
+  model is cast to fp32 with the masters as its trainable weights before sharding, and FSDP2's
+  MixedPrecisionPolicy gathers the shards and reduces the gradients in the model's dtype, so forwards,
+  gradients and Adam see what one process sees; checkpoints hold the weights in the model's dtype and the
+  masters under "master_weights", as MasterWeightAdamW writes them (`checkpoint_state`, `writing`).
+
+Refused with the fix, at start: CPU offload, accelerate's FSDP activation checkpointing (transformers'
+`model.gradient_checkpointing` works), NO_SHARD and hybrid sharding, the vLLM backend, ProRL resets, and
+REA-RL revision (one process only in any case).
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -134,10 +140,6 @@ def check_supported(cfg: Any, strategy: Strategy) -> None:
     if reset is not None and reset.enabled:
         raise AhaError("ProRL resets are not supported under FSDP yet; drop reset.every, reset.at_steps and "
                        "reset.on_plateau, or launch with recipes/accelerate/ddp.yaml (or parallel=ddp)")
-    if cfg.optim.master_weights and cfg.model.dtype in ("bfloat16", "float16", "bf16", "fp16") or (
-            cfg.optim.master_weights and cfg.model.dtype == "auto" and torch.cuda.is_available()):
-        raise AhaError("FSDP with bf16/fp16 weights and fp32 master copies is not supported yet; set "
-                       "model.dtype=float32 or optim.master_weights=false")
 
 
 # ----------------------------------------------------------------------------- sharding
@@ -149,10 +151,12 @@ def _fsdp_modules(model: Any) -> list[Any]:
     return [m for m in model.modules() if isinstance(m, FSDPModule)] if model is not None else []
 
 
-def shard(model: Any, strategy: Strategy) -> Any:
+def shard(model: Any, strategy: Strategy, compute_dtype: torch.dtype | None = None) -> Any:
     """`fully_shard` every transformer block of `model` and then its root, in place; gradients are
-    reduced as sums. Returns `model` (its class becomes an FSDP subclass of its own)."""
-    from torch.distributed.fsdp import fully_shard
+    reduced as sums. `compute_dtype`: the shards stay as they are (fp32 masters) and are gathered, and
+    the gradients reduced, in this dtype (FSDP2's MixedPrecisionPolicy). Returns `model` (its class
+    becomes an FSDP subclass of its own)."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     from aha.models import hf_model
 
@@ -161,9 +165,10 @@ def shard(model: Any, strategy: Strategy) -> Any:
     if not layers:
         raise AhaError(f"cannot find the transformer blocks of {type(hf_model(model)).__name__} to shard (it names "
                        "none in _no_split_modules); launch with recipes/accelerate/ddp.yaml (or parallel=ddp)")
+    mp = {"mp_policy": MixedPrecisionPolicy(param_dtype=compute_dtype)} if compute_dtype is not None else {}
     for layer in layers:
-        fully_shard(layer, reshard_after_forward=strategy.reshard_after_forward)
-    fully_shard(model)  # the root: FSDP keeps it gathered from its forward to its backward
+        fully_shard(layer, reshard_after_forward=strategy.reshard_after_forward, **mp)
+    fully_shard(model, **mp)  # the root: FSDP keeps it gathered from its forward to its backward
     for m in _fsdp_modules(model):
         m.set_gradient_divide_factor(1.0)  # sums: the loss divisors are the global ones
         m.set_force_sum_reduction_for_comms(True)  # plain SUM collectives (gloo has no PREMUL_SUM)
@@ -227,11 +232,20 @@ def lockstep(world: Any, chunks: list[list[Any]], prompts: Any) -> list[Slot]:
 # ----------------------------------------------------------------------------- full states for checkpoints
 
 
-def full_model_state(model: Any) -> dict[str, torch.Tensor]:
-    """The full (unsharded) model state dict on rank 0's CPU ({} on the other ranks); collective."""
+# models trained through fp32 master shards (bf16/fp16 weights with optim.master_weights): their dtype
+_MASTERED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def full_model_state(model: Any, masters: bool = False) -> dict[str, torch.Tensor]:
+    """The full (unsharded) model state dict on rank 0's CPU ({} on the other ranks); collective. A model
+    trained through fp32 master shards comes back in its own dtype (bf16/fp16), as one process saves it,
+    unless `masters`."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    dtype = _MASTERED.get(model)
+    if dtype is not None and not masters:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     first: dict[int, str] = {}
     for name, p in model.named_parameters(remove_duplicate=False):
         # a tied weight (lm_head = embeddings) comes back as two copies: make them one tensor again, so
@@ -240,6 +254,29 @@ def full_model_state(model: Any) -> dict[str, torch.Tensor]:
             state[name] = state[first[id(p)]]
         first.setdefault(id(p), name)
     return state
+
+
+def checkpoint_state(model: Any, optimizer: Any) -> dict[str, Any]:
+    """`save_checkpoint`'s model_state and optimizer_state for a sharded model (collective; rank 0 gets
+    them, the others {}), in the one-process format: the optimizer keyed by parameter index, and for a
+    bf16/fp16 model its weights in that dtype and the fp32 masters under "master_weights", as
+    `aha.train.precision.MasterWeightAdamW` saves them."""
+    if model not in _MASTERED:
+        return {"model_state": full_model_state(model), "optimizer_state": plain_optimizer_state(model, optimizer)}
+    masters = full_model_state(model, masters=True)
+    optimizer_state = plain_optimizer_state(model, optimizer)
+    dtype = _MASTERED[model]
+    if optimizer_state:
+        optimizer_state["master_weights"] = [masters[n] for n in _trainable_names(model)]
+    return {"model_state": {k: v.to(dtype) if v.is_floating_point() else v for k, v in masters.items()},
+            "optimizer_state": optimizer_state}
+
+
+def writing(model: Any) -> Any:
+    """The context rank 0 writes a checkpoint or model folder of `model` in (every rank enters it): a model
+    trained through fp32 master shards is gathered in its own dtype, since save_pretrained records the
+    live parameters' dtype in config.json; otherwise nothing."""
+    return gathered(model) if model in _MASTERED else contextlib.nullcontext()
 
 
 def _trainable_names(model: Any) -> list[str]:
@@ -286,7 +323,17 @@ def shard_training(world: Any, model: Any, optimizer: Any, scheduler: Any, build
                        "every process), or launch with recipes/accelerate/ddp.yaml")
     state = optimizer.state_dict()
     schedule = scheduler.state_dict() if scheduler is not None else None
-    shard(model, strategy)
+    masters = state.pop("master_weights", None)  # MasterWeightAdamW: bf16/fp16 weights, fp32 masters
+    compute_dtype = None
+    if masters is not None:
+        mastered = [p for p in model.parameters() if p.requires_grad and p.dtype in (torch.bfloat16, torch.float16)]
+        compute_dtype = mastered[0].dtype
+        model.float()  # in place: the shards are fp32, the trainable ones the masters; gathered in compute_dtype
+        with torch.no_grad():
+            for p, master in zip(mastered, masters):
+                p.copy_(master)
+        _MASTERED[model] = compute_dtype
+    shard(model, strategy, compute_dtype)
     for other in frozen:
         if other is not None:
             shard(other, strategy)

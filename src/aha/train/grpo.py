@@ -259,14 +259,14 @@ class RLSession:
     def save(self, step: int, data_position: int) -> None:
         full: dict[str, Any] = {}
         if self.strategy.sharded:  # every rank gathers; rank 0 writes the one-process format
-            full = {"model_state": fsdp.full_model_state(self.model),
-                    "optimizer_state": fsdp.plain_optimizer_state(self.model, self.optimizer)}
-        if not self.world.main:
-            return  # rank 0 writes the checkpoint; every rank holds the same state
-        reset_state, weights = checkpoint_extras(self)
-        save_checkpoint(self.run.path, step, self.model, self.tokenizer, self.optimizer, self.scheduler,
-                        {"data_position": data_position, "rewards": self.composer.state_dict(), **reset_state},
-                        keep=self.cfg.keep_checkpoints, weights=weights, **full)
+            full = fsdp.checkpoint_state(self.model, self.optimizer)
+        with fsdp.writing(self.model):
+            if not self.world.main:
+                return  # rank 0 writes the checkpoint; every rank holds the same state
+            reset_state, weights = checkpoint_extras(self)
+            save_checkpoint(self.run.path, step, self.model, self.tokenizer, self.optimizer, self.scheduler,
+                            {"data_position": data_position, "rewards": self.composer.state_dict(), **reset_state},
+                            keep=self.cfg.keep_checkpoints, weights=weights, **full)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -320,9 +320,10 @@ def train(cfg: TrainConfig) -> Path:
     s.run.metrics.close()
     if s.strategy.sharded:  # every rank gathers the full weights, rank 0 writes them (no resets under FSDP)
         state = fsdp.full_model_state(s.model)
-        if s.world.main:
-            fsdp.save_pretrained(s.model, s.run.path / "model", state)
-            s.tokenizer.save_pretrained(str(s.run.path / "model"))
+        with fsdp.writing(s.model):
+            if s.world.main:
+                fsdp.save_pretrained(s.model, s.run.path / "model", state)
+                s.tokenizer.save_pretrained(str(s.run.path / "model"))
     elif s.world.main:
         save_final_model(s, s.run.path / "model")  # after LoRA resets: the whole merged model
         s.tokenizer.save_pretrained(str(s.run.path / "model"))

@@ -392,12 +392,12 @@ def sft(cfg: SftConfig) -> Path:
             return
         full: dict[str, Any] = {}
         if strategy.sharded:  # every rank gathers; rank 0 writes the one-process format
-            full = {"model_state": fsdp.full_model_state(model),
-                    "optimizer_state": fsdp.plain_optimizer_state(model, optimizer)}
-        if world.main:  # every rank holds the same state
-            save_checkpoint(run.path, step, model, tokenizer, optimizer, scheduler,
-                            {"epoch": epoch, "batch_index": batch_index, "elapsed": elapsed(), "loss_ema": ema},
-                            keep=cfg.keep_checkpoints, **full)
+            full = fsdp.checkpoint_state(model, optimizer)
+        with fsdp.writing(model):
+            if world.main:  # every rank holds the same state
+                save_checkpoint(run.path, step, model, tokenizer, optimizer, scheduler,
+                                {"epoch": epoch, "batch_index": batch_index, "elapsed": elapsed(), "loss_ema": ema},
+                                keep=cfg.keep_checkpoints, **full)
         world.barrier()
         saved_at = step
 
@@ -465,12 +465,13 @@ def sft(cfg: SftConfig) -> Path:
     run.metrics.close()
     out = run.path / "model"
     state = fsdp.full_model_state(model) if strategy.sharded else None  # every rank gathers
-    if world.main:
-        if state is not None:
-            fsdp.save_pretrained(model, out, state)
-        else:
-            model.save_pretrained(str(out))
-        tokenizer.save_pretrained(str(out))
+    with fsdp.writing(model):
+        if world.main:
+            if state is not None:
+                fsdp.save_pretrained(model, out, state)
+            else:
+                model.save_pretrained(str(out))
+            tokenizer.save_pretrained(str(out))
     world.barrier()  # the model folder is complete before any rank returns
     log.info(f"done after {step} steps ({elapsed():.0f}s): model in {out}")
     return run.path

@@ -1,8 +1,13 @@
-"""FSDP (torch's FSDP2 full shard) on two CPU processes (gloo) through the real launchers, against one process.
+"""FSDP (torch's FSDP2) on two CPU processes (gloo) through the real launchers, against one process.
 
-The runs are the ones of tests/test_distributed.py (its helpers launch and compare them) with the model,
-its gradients and the AdamW state sharded: `parallel=fsdp` under torchrun, recipes/accelerate/fsdp.yaml under
-`accelerate launch`. Each checks the strategy and world size logged in run.log.
+The runs are those of tests/test_distributed.py (its helpers launch and compare them) with the model, its
+gradients and the AdamW state sharded: `parallel=fsdp` (or fsdp_shard_grad_op) under torchrun,
+recipes/accelerate/fsdp.yaml under `accelerate launch`. Covered: GRPO with KL to a sharded reference (slots
+whose ranks disagree on prompt sharing), an FSDP checkpoint resumed in 1 process and under SHARD_GRAD_OP and a
+one-process checkpoint under FSDP, bf16 weights with fp32 masters (bitwise, resumed both ways), LoRA with
+dynamic sampling and a zero-loss padding micro-batch under accelerate (bitwise), and SFT with one-row batches
+and gradient checkpointing. Each checks the strategy and world size logged in run.log; about two minutes in
+all on the shared 2-core machine (two processes per run).
 """
 
 from __future__ import annotations

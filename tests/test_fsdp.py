@@ -156,6 +156,31 @@ def test_bf16_weights_with_fp32_masters_under_fsdp_equal_one_process_and_resume_
 
 
 @pytest.mark.slow
+def test_prorl_reset_under_fsdp_equals_one_process_and_resumes(tiny_model_dir, tmp_path):
+    # a hard reset after step 1 (full fine-tuning: the sharded reference loads the sharded policy, AdamW is
+    # rebuilt); one micro-batch per rank and clipping off, so the runs are bitwise equal (with clipping the
+    # norm's rounding, see NORM_RTOL, goes through the fresh AdamW's first steps: 4.8e-6 here)
+    extra = [*KL, "reset.at_steps=[1]", "optim.max_grad_norm=0", "checkpoint_every=1", "keep_checkpoints=3"]
+    launch(1, grpo_args(tiny_model_dir, tmp_path / "one", extra))
+    launch_fsdp(2, grpo_args(tiny_model_dir, tmp_path / "two", extra))
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert [r.get("reset/count") for r in metrics(two)] == [0, 1, 1]
+    assert_same_rollouts(one, two)
+    assert_close_weights(one, two, 0.0)
+    from safetensors.torch import load_file
+
+    # the step-2 checkpoint holds the reset reference, written by rank 0 as one process writes it
+    a, b = (load_file(str(r / "checkpoints" / "step_000002" / "reference.safetensors")) for r in (one, two))
+    assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
+    run = tmp_path / "resumed"
+    shutil.copytree(two, run)
+    shutil.rmtree(run / "checkpoints" / "step_000003")
+    launch_fsdp(2, grpo_args(tiny_model_dir, run, [*extra, f"resume={run}"]))
+    assert "resumed from" in (run / "run.log").read_text()
+    assert_close_weights(one, run, 0.0)
+
+
+@pytest.mark.slow
 def test_lora_with_padding_micro_batches_under_accelerate_fsdp_equals_one_process(tiny_model_dir, tmp_path):
     # LoRA without dropout (as tests/test_distributed.py's case), launched with recipes/accelerate/fsdp.yaml;
     # the reference is the sharded model with its adapter off. Dynamic sampling drops unequally per rank; 12
@@ -287,7 +312,7 @@ def test_shipped_fsdp_configs(name, strategy):
 
 @pytest.mark.parametrize(("overrides", "message"), [
     (["rollout.backend=vllm"], "the vllm backend is not supported under FSDP"),
-    (["reset.every=2"], "ProRL resets are not supported under FSDP yet; drop reset.every"),
+    (["reset.every=2", "lora.enabled=true"], "ProRL resets with LoRA are not supported under FSDP yet"),
 ])
 def test_what_fsdp_does_not_cover_is_refused_before_the_run(overrides, message):
     from aha.config import load_config
@@ -304,6 +329,6 @@ def test_every_precision_runs_under_fsdp():
     from aha.train.config import TrainConfig
 
     for extra in (["model.dtype=bfloat16"], ["model.dtype=bfloat16", "optim.master_weights=false"],
-                  ["model.dtype=float32"], ["model.gradient_checkpointing=true"]):
+                  ["model.dtype=float32"], ["model.gradient_checkpointing=true"], ["reset.every=2"]):
         fsdp.check_supported(load_config(TrainConfig, None, ["model.path=m", "task.name=arithmetic", *extra]),
                              fsdp.Strategy("fsdp"))

@@ -137,9 +137,10 @@ def check_supported(cfg: Any, strategy: Strategy) -> None:
         raise AhaError("the vllm backend is not supported under FSDP (it needs the full weights pushed every "
                        "step); use rollout.backend=engine, or launch with recipes/accelerate/ddp.yaml")
     reset = getattr(cfg, "reset", None)
-    if reset is not None and reset.enabled:
-        raise AhaError("ProRL resets are not supported under FSDP yet; drop reset.every, reset.at_steps and "
-                       "reset.on_plateau, or launch with recipes/accelerate/ddp.yaml (or parallel=ddp)")
+    if reset is not None and reset.enabled and cfg.lora.enabled:
+        raise AhaError("ProRL resets with LoRA are not supported under FSDP yet (the adapter merge would replace "
+                       "sharded modules); drop reset.every, reset.at_steps and reset.on_plateau, train the full "
+                       "weights (lora.enabled=false), or launch with recipes/accelerate/ddp.yaml (or parallel=ddp)")
 
 
 # ----------------------------------------------------------------------------- sharding
@@ -254,6 +255,18 @@ def full_model_state(model: Any, masters: bool = False) -> dict[str, torch.Tenso
             state[name] = state[first[id(p)]]
         first.setdefault(id(p), name)
     return state
+
+
+def plain_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A gathered state dict without the second names of tied weights (`checkpoint.base_weights` of a
+    plain model): what ProRL's reference.safetensors holds."""
+    seen: set[int] = set()
+    out = {}
+    for k, v in state.items():
+        if id(v) not in seen:
+            seen.add(id(v))
+            out[k] = v
+    return out
 
 
 def checkpoint_state(model: Any, optimizer: Any) -> dict[str, Any]:

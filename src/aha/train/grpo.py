@@ -258,12 +258,15 @@ class RLSession:
 
     def save(self, step: int, data_position: int) -> None:
         full: dict[str, Any] = {}
+        reference = None
         if self.strategy.sharded:  # every rank gathers; rank 0 writes the one-process format
             full = fsdp.checkpoint_state(self.model, self.optimizer)
+            if self.recipe.reset.enabled and self.resets.count > 0 and self.reference is not None:
+                reference = fsdp.plain_weights(fsdp.full_model_state(self.reference))  # ProRL: a later policy
         with fsdp.writing(self.model):
             if not self.world.main:
                 return  # rank 0 writes the checkpoint; every rank holds the same state
-            reset_state, weights = checkpoint_extras(self)
+            reset_state, weights = checkpoint_extras(self, reference)
             save_checkpoint(self.run.path, step, self.model, self.tokenizer, self.optimizer, self.scheduler,
                             {"data_position": data_position, "rewards": self.composer.state_dict(), **reset_state},
                             keep=self.cfg.keep_checkpoints, weights=weights, **full)

@@ -76,9 +76,11 @@ def reset_metrics(s: Any) -> dict[str, float]:
     return {"reset/count": s.resets.count, "reset/step": s.resets.last_step, "phase": s.resets.phase}
 
 
-def checkpoint_extras(s: Any) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
+def checkpoint_extras(s: Any, reference_weights: dict[str, torch.Tensor] | None = None
+                      ) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
     """(state.json entries, weight files) a checkpoint of session `s` needs for its resets: after
-    one, the LoRA base or the reference copy is no longer what model.path holds."""
+    one, the LoRA base or the reference copy is no longer what model.path holds (`reference_weights`:
+    the reference's, gathered from a sharded copy; aha.train.fsdp)."""
     if not enabled(s.recipe):
         return {}, {}
     from aha.train.checkpoint import base_weights
@@ -87,7 +89,7 @@ def checkpoint_extras(s: Any) -> tuple[dict[str, Any], dict[str, dict[str, torch
     if s.resets.count > 0 and s.recipe.lora.enabled:
         files["base"] = base_weights(s.model)
     elif s.resets.count > 0 and s.reference is not None:
-        files["reference"] = base_weights(s.reference)
+        files["reference"] = reference_weights if reference_weights is not None else base_weights(s.reference)
     return {"reset": s.resets.state_dict()}, files
 
 

@@ -39,7 +39,6 @@ The rules that keep N ranks equal to one process (see also `aha.train.distribute
   index, `plain_optimizer_state`). A run resumes by loading the checkpoint into the plain model and
   optimizer first, exactly as one process does, and sharding afterwards (`shard_training`), so any
   checkpoint resumes under any strategy and process count that divides its batch.
-
 - bf16/fp16 weights with fp32 master copies (`optim.master_weights`, one process's MasterWeightAdamW): the
   model is cast to fp32 with the masters as its trainable weights before sharding, and FSDP2's
   MixedPrecisionPolicy gathers the shards and reduces the gradients in the model's dtype, so forwards,
@@ -47,8 +46,9 @@ The rules that keep N ranks equal to one process (see also `aha.train.distribute
   masters under "master_weights", as MasterWeightAdamW writes them (`checkpoint_state`, `writing`).
 
 Refused with the fix, at start: CPU offload, accelerate's FSDP activation checkpointing (transformers'
-`model.gradient_checkpointing` works), NO_SHARD and hybrid sharding, the vLLM backend, ProRL resets, and
-REA-RL revision (one process only in any case).
+`model.gradient_checkpointing` works), NO_SHARD and hybrid sharding, the vLLM backend, ProRL resets with
+LoRA (the adapter merge would replace sharded modules; full fine-tuning resets work: the sharded reference
+loads the sharded policy), and REA-RL revision (one process only in any case).
 """
 
 from __future__ import annotations
@@ -63,8 +63,6 @@ from typing import Any
 import torch
 
 from aha.errors import AhaError
-
-PARALLEL = ("ddp", "fsdp", "fsdp_shard_grad_op")
 
 # accelerate's FSDP_SHARDING_STRATEGY values (names, or FSDP1's enum numbers) -> reshard after forward
 _STRATEGIES = {"FULL_SHARD": True, "1": True, "SHARD_GRAD_OP": False, "2": False}

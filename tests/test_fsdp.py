@@ -4,7 +4,8 @@ The runs are those of tests/test_distributed.py (its helpers launch and compare 
 gradients and the AdamW state sharded: `parallel=fsdp` (or fsdp_shard_grad_op) under torchrun,
 recipes/accelerate/fsdp.yaml under `accelerate launch`. Covered: GRPO with KL to a sharded reference (slots
 whose ranks disagree on prompt sharing), an FSDP checkpoint resumed in 1 process and under SHARD_GRAD_OP and a
-one-process checkpoint under FSDP, bf16 weights with fp32 masters (bitwise, resumed both ways), LoRA with
+one-process checkpoint under FSDP, bf16 weights with fp32 masters and a ProRL reset (bitwise, resumed both
+ways), LoRA with
 dynamic sampling and a zero-loss padding micro-batch under accelerate (bitwise), and SFT with one-row batches
 and gradient checkpointing. Each checks the strategy and world size logged in run.log; about two minutes in
 all on the shared 2-core machine (two processes per run).
@@ -130,54 +131,43 @@ def test_an_fsdp_checkpoint_resumes_in_one_process_and_under_fsdp(kl_runs, tiny_
 
 
 @pytest.mark.slow
-def test_bf16_weights_with_fp32_masters_under_fsdp_equal_one_process_and_resume_across(tiny_model_dir, tmp_path):
+def test_bf16_masters_and_a_prorl_reset_under_fsdp_equal_one_process_and_resume_across(tiny_model_dir, tmp_path):
     # bf16 weights stepped through fp32 master copies: one process runs MasterWeightAdamW, FSDP keeps the fp32
     # masters as the shards and gathers them in bf16 (MixedPrecisionPolicy), reducing the gradients in bf16 as
-    # one process accumulates them; one micro-batch per rank. Gradient clipping is off: one process computes
-    # the norm of the bf16 gradients in bf16, FSDP of their fp32 shards (the grad_norm metrics differ by ~3e-3)
-    extra = [*KL, "model.dtype=bfloat16", "optim.max_grad_norm=0", "checkpoint_every=1", "keep_checkpoints=3"]
-    launch(1, grpo_args(tiny_model_dir, tmp_path / "one", extra))
-    launch_fsdp(2, grpo_args(tiny_model_dir, tmp_path / "two", extra))
-    one, two = tmp_path / "one", tmp_path / "two"
-    assert_same_rollouts(one, two)
-    assert_same_plain_metrics(one, two, ("loss", "pg_loss", "kl", "reward/total/mean"))
-    assert_close_weights(one, two, 0.0)
-    assert all(w.dtype == torch.bfloat16 for w in weights(two).values())
-    assert '"dtype": "bfloat16"' in (two / "model" / "config.json").read_text()
-    masters = torch.load(two / "checkpoints" / "step_000001" / "optimizer.pt")["master_weights"]
-    ref = torch.load(one / "checkpoints" / "step_000001" / "optimizer.pt")["master_weights"]
-    assert len(masters) == len(ref) and all(torch.equal(a, b) for a, b in zip(masters, ref))
-    # the FSDP checkpoint of step 1 in one process, the one-process checkpoint under FSDP: the same steps 2-3
-    for source, n, how in ((two, 1, launch), (one, 2, launch_fsdp)):
-        run = from_step_1(source, tmp_path / f"resumed_in_{n}")
-        how(n, grpo_args(tiny_model_dir, run, [*extra, f"resume={run}"]))
-        assert "resumed from" in (run / "run.log").read_text()
-        assert_close_weights(one, run, 0.0)
-
-
-@pytest.mark.slow
-def test_prorl_reset_under_fsdp_equals_one_process_and_resumes(tiny_model_dir, tmp_path):
-    # a hard reset after step 1 (full fine-tuning: the sharded reference loads the sharded policy, AdamW is
-    # rebuilt); one micro-batch per rank and clipping off, so the runs are bitwise equal (with clipping the
-    # norm's rounding, see NORM_RTOL, goes through the fresh AdamW's first steps: 4.8e-6 here)
-    extra = [*KL, "reset.at_steps=[1]", "optim.max_grad_norm=0", "checkpoint_every=1", "keep_checkpoints=3"]
+    # one process accumulates them; one micro-batch per rank. A ProRL hard reset after step 1 (full
+    # fine-tuning: the sharded reference loads the sharded policy, AdamW is rebuilt over the shards).
+    # Clipping is off: one process takes the norm of the bf16 gradients in bf16, FSDP of their fp32 shards
+    # (the grad_norm metrics differ by ~3e-3; in fp32 the norm's rounding, see NORM_RTOL, gone through the
+    # fresh AdamW after a reset, moves weights by up to 4.8e-6)
+    extra = [*KL, "model.dtype=bfloat16", "optim.max_grad_norm=0", "reset.at_steps=[1]", "checkpoint_every=1",
+             "keep_checkpoints=3"]
     launch(1, grpo_args(tiny_model_dir, tmp_path / "one", extra))
     launch_fsdp(2, grpo_args(tiny_model_dir, tmp_path / "two", extra))
     one, two = tmp_path / "one", tmp_path / "two"
     assert [r.get("reset/count") for r in metrics(two)] == [0, 1, 1]
     assert_same_rollouts(one, two)
+    assert_same_plain_metrics(one, two, ("loss", "pg_loss", "kl", "reward/total/mean"))
     assert_close_weights(one, two, 0.0)
+    assert all(w.dtype == torch.bfloat16 for w in weights(two).values())
+    assert '"dtype": "bfloat16"' in (two / "model" / "config.json").read_text()
+    # rank 0 wrote what one process writes: the masters in optimizer.pt, the reset reference (step 2)
     from safetensors.torch import load_file
 
-    # the step-2 checkpoint holds the reset reference, written by rank 0 as one process writes it
-    a, b = (load_file(str(r / "checkpoints" / "step_000002" / "reference.safetensors")) for r in (one, two))
+    for r in ("step_000001", "step_000002"):
+        masters, ref = (torch.load(run / "checkpoints" / r / "optimizer.pt")["master_weights"] for run in (two, one))
+        assert len(masters) == len(ref) and all(torch.equal(a, b) for a, b in zip(masters, ref))
+    a, b = (load_file(str(run / "checkpoints" / "step_000002" / "reference.safetensors")) for run in (one, two))
     assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
-    run = tmp_path / "resumed"
-    shutil.copytree(two, run)
-    shutil.rmtree(run / "checkpoints" / "step_000003")
-    launch_fsdp(2, grpo_args(tiny_model_dir, run, [*extra, f"resume={run}"]))
-    assert "resumed from" in (run / "run.log").read_text()
-    assert_close_weights(one, run, 0.0)
+    # FSDP's step-2 checkpoint (after the reset) in one process, one process's step-1 checkpoint under FSDP
+    for source, keep, n, how in ((two, "step_000002", 1, launch), (one, "step_000001", 2, launch_fsdp)):
+        run = tmp_path / f"resumed_in_{n}"
+        shutil.copytree(source, run)
+        for ckpt in (run / "checkpoints").iterdir():
+            if ckpt.name > keep:
+                shutil.rmtree(ckpt)
+        how(n, grpo_args(tiny_model_dir, run, [*extra, f"resume={run}"]))
+        assert f"resumed from {run / 'checkpoints' / keep}" in (run / "run.log").read_text()
+        assert_close_weights(one, run, 0.0)
 
 
 @pytest.mark.slow

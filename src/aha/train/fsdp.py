@@ -144,6 +144,10 @@ def check_supported(cfg: Any, strategy: Strategy) -> None:
 # ----------------------------------------------------------------------------- sharding
 
 
+# each sharded module's reshard_after_forward, restored after `gathered`
+_RESHARD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _fsdp_modules(model: Any) -> list[Any]:
     from torch.distributed.fsdp import FSDPModule
 
@@ -167,7 +171,11 @@ def shard(model: Any, strategy: Strategy, compute_dtype: torch.dtype | None = No
     mp = {"mp_policy": MixedPrecisionPolicy(param_dtype=compute_dtype)} if compute_dtype is not None else {}
     for layer in layers:
         fully_shard(layer, reshard_after_forward=strategy.reshard_after_forward, **mp)
-    fully_shard(model, **mp)  # the root: FSDP keeps it gathered from its forward to its backward
+        _RESHARD[layer] = strategy.reshard_after_forward
+    # the root (embeddings, head) stays gathered from its forward to its backward, FSDP's own default for a
+    # root, given explicitly so `gathered` restores exactly it
+    fully_shard(model, reshard_after_forward=False, **mp)
+    _RESHARD[model] = False
     for m in _fsdp_modules(model):
         m.set_gradient_divide_factor(1.0)  # sums: the loss divisors are the global ones
         m.set_force_sum_reduction_for_comms(True)  # plain SUM collectives (gloo has no PREMUL_SUM)
@@ -184,7 +192,7 @@ def gathered(*models: Any) -> Iterator[None]:
     collective: every rank enters it), so forwards without gradients run locally, as many as each rank
     needs; resharded on exit. Plain models: nothing happens."""
     modules = [m for model in models for m in _fsdp_modules(model)]
-    flags = [_reshard_flag(m) for m in modules]
+    flags = [_RESHARD.get(m, True) for m in modules]
     for m in modules:
         m.set_reshard_after_forward(False, recurse=False)
         m.unshard()
@@ -196,9 +204,6 @@ def gathered(*models: Any) -> Iterator[None]:
             m.set_reshard_after_forward(flag, recurse=False)
 
 
-def _reshard_flag(module: Any) -> bool:
-    groups = module._get_fsdp_state()._fsdp_param_groups
-    return bool(groups) and groups[0].post_forward_mesh_info is not None
 
 
 # ----------------------------------------------------------------------------- micro-batches in lockstep

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import yaml
@@ -144,8 +145,8 @@ def test_demo_help_lists_every_setting_with_its_help(capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("pairs, reason, ran", [
     # the SFT time guard cuts the stage: not a result, and nothing after it runs (the timed steps
-    # warned of it before SFT started)
-    (["sft_max_seconds=0.001"], "SFT stopped after 1 of its 40 steps", {"untrained"}),
+    # warned of it before SFT started); 0.001 s may pass before the first step on a busy machine
+    (["sft_max_seconds=0.001"], r"SFT stopped after [01] of its 40 steps", {"untrained"}),
     # SFT below the accuracy floor (quick SFT scores 0.000): GRPO from it would learn nothing
     (["min_sft_accuracy=0.5"], "SFT held-out accuracy 0.000 is at the floor", {"untrained", "sft"}),
 ])
@@ -153,10 +154,10 @@ def test_a_truncated_or_floored_run_is_invalid(tmp_path, capsys, pairs, reason, 
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out), *(x for pair in pairs for x in ("--set", pair))]) == 1
     results = json.loads((out / "results.json").read_text())
-    assert results["valid"] is False and reason in results["reason"]
+    assert results["valid"] is False and re.search(reason, results["reason"])
     assert set(results["stages"]) == ran and not (out / "grpo").exists()
     report = (out / "REPORT.md").read_text().splitlines()
-    assert report[0] == "# aha demo: INVALID RUN" and reason in report[2]
+    assert report[0] == "# aha demo: INVALID RUN" and re.search(reason, report[2])
     printed = capsys.readouterr().out
     assert "INVALID RUN" in printed
     assert ("warning: at this speed SFT would take about" in printed) == ("sft_max_seconds=0.001" in pairs)

@@ -67,6 +67,8 @@ def test_reflection_labels_end_to_end(tmp_path, tiny_model_dir, monkeypatch):
     assert rows1[1]["prompt"][0]["content"].startswith("**Question:**")
     assert "**[1].** " + KK_PARAGRAPHS[1] in rows1[1]["prompt"][0]["content"]
     assert len(rows1) == 2 * len(KK_PARAGRAPHS)
+    assert json.loads((one / "summary.json").read_text())["labelling_windows"] == len(rows1)
+    assert json.loads((one / "summary.json").read_text())["labelled"] == 2  # responses, not windows
     # the labeller trains on it with aha sft (LoRA) and serves as the detector of a revision run
     sft = tmp_path / "labeller"
     assert main(["sft", f"model.path={tiny_model_dir}", f"data.files=[{out / 'reflection_sft.jsonl'}]",

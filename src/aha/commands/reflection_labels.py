@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     write_jsonl(out / "reflection_sft.jsonl", reflection_rows)
     write_jsonl(out / "truncated_sft.jsonl", kept)
     summary = {"problems": len(examples), "responses": len(completions),
-               "with_chunks": sum(1 for r in labels if r["chunks"]), "labelled": len(reflection_rows),
+               "with_chunks": sum(1 for r in labels if r["chunks"]), "labelled": len(truncated), "labelling_windows": len(reflection_rows),
                "truncated_kept": len(kept), "teacher": args.teacher, "verify": args.verify}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary))

@@ -9,7 +9,8 @@
 4. Greedy evaluation of the four models on held-out puzzles, `aha compare` against the
    overthinking model: accuracy with paired intervals and the token-savings table.
 
-    python benchmarks/rea_rl_cpu.py --start DEMO_DIR/sft/model --out runs/rea-rl-cpu \
+    OMP_NUM_THREADS=1 aha demo --set teacher_budget=0 --out DEMO_DIR   # the README's start C
+    OMP_NUM_THREADS=1 python benchmarks/rea_rl_cpu.py --start DEMO_DIR/sft/model --out runs/rea-rl-cpu \
         [--sft-steps 100] [--rl-steps 40] [--prompts 8] [--lr 5e-5] [--temperature 0.6]
 """
 

@@ -527,50 +527,29 @@ def score_groups(s: RLSession, batch: StepBatch, groups: list[list[Rollout]]) ->
 
 
 def compute_logprobs(s: RLSession, batch: StepBatch) -> None:
-    """Store the old and reference log-probs the plan needs, in no-grad passes over the kept rollouts."""
+    """Store the old and reference log-probs the plan needs, in no-grad passes over the kept rollouts:
+    the old pass over this rank's micro-batches, then the reference pass. Under FSDP each pass runs on
+    its model's gathered weights (one full copy at a time) and does no collectives, so each rank runs
+    its own share; for a plain model `fsdp.gathered` does nothing."""
     plan = s.plan
     if not (plan.separate_old_pass or plan.need_ref):
         return
     mine = s.world.part(_chunks(by_length(batch.rollouts), s.cfg.batch.micro_batch_size))  # N ranks: a share
-    if s.strategy.sharded:
-        _gathered_logprobs(s, mine)
-        share_logprobs(s.world, batch.rollouts, [r for mb in mine for r in mb])
-        return
+    passes = []
+    if plan.separate_old_pass:
+        passes.append(("old_logprobs", s.model, lambda *args: completion_logprobs(s.model, *args)))
+    if plan.need_ref:
+        passes.append(("ref_logprobs", s.reference if s.reference is not None else s.model,
+                       lambda *args: reference_logprobs(s.model, s.reference, *args)))
     with torch.no_grad():
-        for mb in mine:
-            args = ([r.prompt_ids for r in mb], [r.completion_ids for r in mb], s.pad_id, s.cfg.rollout.temperature)
-            if plan.separate_old_pass:
-                lp, _, mask = completion_logprobs(s.model, *args)  # (B, C) each
-                for r, row, m in zip(mb, lp, mask):
-                    r.old_logprobs = row[m].detach()
-            if plan.need_ref:
-                lp, _, mask = reference_logprobs(s.model, s.reference, *args)  # (B, C) each
-                for r, row, m in zip(mb, lp, mask):
-                    r.ref_logprobs = row[m].detach()
+        for field, weights, logprobs in passes:
+            with fsdp.gathered(weights):
+                for mb in mine:
+                    lp, _, mask = logprobs([r.prompt_ids for r in mb], [r.completion_ids for r in mb], s.pad_id,
+                                           s.cfg.rollout.temperature)  # (B, C) each
+                    for r, row, m in zip(mb, lp, mask):
+                        setattr(r, field, row[m].detach())
     share_logprobs(s.world, batch.rollouts, [r for mb in mine for r in mb])  # every rank gets every row's
-
-
-def _gathered_logprobs(s: RLSession, mine: list[list[Rollout]]) -> None:
-    """`compute_logprobs` under FSDP: the old pass on the gathered policy, then the reference pass on the
-    gathered reference (one full copy at a time); no collectives inside, so each rank runs its share."""
-    plan = s.plan
-    with torch.no_grad():
-        if plan.separate_old_pass:
-            with fsdp.gathered(s.model):
-                for mb in mine:
-                    lp, _, mask = completion_logprobs(s.model, [r.prompt_ids for r in mb],
-                                                      [r.completion_ids for r in mb], s.pad_id,
-                                                      s.cfg.rollout.temperature)  # (B, C) each
-                    for r, row, m in zip(mb, lp, mask):
-                        r.old_logprobs = row[m].detach()
-        if plan.need_ref:
-            with fsdp.gathered(s.reference if s.reference is not None else s.model):
-                for mb in mine:
-                    lp, _, mask = reference_logprobs(s.model, s.reference, [r.prompt_ids for r in mb],
-                                                     [r.completion_ids for r in mb], s.pad_id,
-                                                     s.cfg.rollout.temperature)  # (B, C) each
-                    for r, row, m in zip(mb, lp, mask):
-                        r.ref_logprobs = row[m].detach()
 
 
 # ----------------------------------------------------------------------------- 3. advantages

@@ -382,6 +382,29 @@ def test_gradients_are_summed_over_two_gloo_processes():
     torch.multiprocessing.spawn(_sync_gradients_on_rank, args=(_free_port(),), nprocs=2)
 
 
+def _close_world_on_rank(rank: int, port: int) -> None:
+    """One of two processes joined the way a launcher's are (the environment, then `init_world`), then torn
+    down by `close_world`, the handler `init_world` registers with atexit."""
+    import torch.distributed as dist
+
+    import aha.train.distributed as distributed
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    world = distributed.init_world()
+    assert (world.rank, world.size) == (rank, 2)
+    work = dist.all_reduce(torch.ones(4), async_op=True)  # async work on gloo's threads, as FSDP2's
+    work.wait()
+    distributed.close_world()
+    assert not dist.is_initialized() and distributed._WORLD is None
+    distributed.close_world()  # twice (an explicit call, then atexit's) is harmless
+
+
+@pytest.mark.slow
+def test_the_process_group_is_torn_down_before_interpreter_exit():
+    torch.multiprocessing.spawn(_close_world_on_rank, args=(_free_port(),), nprocs=2)
+
+
 @pytest.mark.parametrize(("variable", "message"), [
     # (fsdp.yaml runs: tests/test_fsdp.py)
     # zero2/zero3.yaml; DeepSpeed is not installed here, so the install command comes first

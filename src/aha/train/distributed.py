@@ -57,6 +57,7 @@ backward instead of `sync_gradients`; checkpoints gathered to rank 0 in the same
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import math
 import os
@@ -248,7 +249,20 @@ def init_world() -> World:
         raise AhaError(f"WORLD_SIZE is {size} but the process group has {got} process(es) "
                        f"({state.distributed_type}); {_LAUNCH_FIX}")
     _WORLD = World(rank=torch.distributed.get_rank(), size=size, local_rank=int(state.local_process_index))
+    atexit.register(close_world)
     return _WORLD
+
+
+def close_world() -> None:
+    """Tear the process group down while the interpreter is still whole (registered with atexit by
+    `init_world`). Left to interpreter finalization, gloo's worker threads can still hold the tensors of
+    finished async work (FSDP2's reduce-scatters), and freeing them then aborts the process (SIGABRT,
+    "terminate called without an active exception") after the run itself has finished: torchrun then
+    reports the job failed. Safe to call twice."""
+    global _WORLD
+    _WORLD = None
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def current_world() -> World:

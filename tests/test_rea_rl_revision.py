@@ -252,6 +252,8 @@ def test_revision_run_end_to_end(tmp_path, tiny_model_dir):
     assert main(args) == 0
     rows = read_jsonl(out / "metrics.jsonl")
     assert {"revision/made", "revision/accepted_share", "revision/truncation_accuracy"} <= set(rows[0])
+    # the RL step hands the reward the completions' ids: every reasoning-token count is the released id count
+    assert [r["reward/reflection_density/reasoning_tokens_exact"] for r in rows] == [1.0, 1.0]
     rollouts = read_jsonl(out / "rollouts" / "step_00001.jsonl")
     kinds = [r.get("kind", "sample") for r in rollouts]
     assert kinds.count("sample") == 4 and len(kinds) == 8  # 2 prompts x (2 originals + 2 revisions or copies)

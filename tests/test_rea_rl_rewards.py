@@ -12,6 +12,7 @@ from aha.rewards.reflection import (
     count_rea_rl_reflections,
     count_reflections,
     rea_rl_reasoning,
+    rea_rl_reasoning_token_ids,
     rea_rl_reasoning_tokens,
 )
 from aha.tasks.base import Example, Verdict
@@ -85,6 +86,66 @@ def test_reflection_density_released_value():
     # above the threshold density the code form caps at 1 and the paper form at 0
     dense = batch(["<think>wait</think>"], [True], [20], [0])
     assert ReflectionDensity()(dense, threshold=225.09, match="rea_rl", form="code").scores == [1.0]
+
+
+# R1-distill's ids: <think> 151648, </think> 151649; other ids are plain tokens
+R1 = (151648, 151649)
+
+
+@pytest.mark.parametrize("ids, think_ids, expected", [
+    # the prompt opened the block (R1-distill): from the first id to the last </think>
+    ([5, 6, 7, 151649, 8, 9], R1, 3),
+    # a <think> in the completion: the count starts after the first one
+    ([151648, 5, 6, 151649, 8], R1, 2),
+    # two </think>: up to the last one (ids 5, 6, </think>, 7)
+    ([5, 6, 151649, 7, 151649, 9], R1, 4),
+    # never closed: to the end
+    ([151648, 5, 6, 7], R1, 3),
+    # a </think> before the first <think>: nothing between them
+    ([151649, 151648, 5], R1, 0),
+    # only </think> is one token: counted from the first id
+    ([5, 6, 151649], (None, 151649), 2),
+    # the tokenizer spells </think> in pieces: no count from ids
+    ([5, 6, 7], (151648, None), None),
+    ([], R1, 0),
+])
+def test_rea_rl_reasoning_token_ids(ids, think_ids, expected):
+    assert rea_rl_reasoning_token_ids(ids, think_ids) == expected
+
+
+def test_reflection_density_counts_reasoning_tokens_from_ids():
+    text = "Wait, x = 2.</think>\n\n**Final Answer:** 2"  # the prompt opened <think>
+    b = batch([text, text], [True, True], [12, 12], [0, 0])
+    b.token_ids = [[1] * 8 + [R1[1]] + [2] * 3, [1] * 12]  # 8 reasoning ids; the second never closes
+    b.think_ids = R1
+    # T = 4 tokens per reflection: one reflection ("Wait") over 8 ids -> 4/8; over all 12 ids of the
+    # unclosed one -> 4/12
+    low = ReflectionDensity()(b, threshold=4.0, match="rea_rl", form="code")
+    assert low.scores == [pytest.approx(0.5), pytest.approx(1 / 3)]
+    assert low.metrics["reasoning_tokens_exact"] == 1.0
+    # without ids, or with a tokenizer that spells </think> in pieces, the character-share estimate
+    b.think_ids = (None, None)
+    share = ReflectionDensity()(b, threshold=2.0, match="rea_rl", form="code")
+    # 12 of the text's 41 characters precede </think>: 12 x 12/41 = 3.51 tokens, r = 2 / 3.51
+    assert (text.index("</think>"), len(text)) == (12, 41)
+    assert share.scores[0] == pytest.approx(2.0 / (12 * 12 / 41))
+    assert share.metrics["reasoning_tokens_exact"] == 0.0
+
+
+def test_think_tag_ids_of_the_tiny_tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from aha.prompts import think_tag_ids
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    open_id, close_id = think_tag_ids(tok)
+    assert tok.decode([open_id]) == "<think>" and tok.decode([close_id]) == "</think>"
+
+    class Pieces:  # a tokenizer that spells the tags in several tokens
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": list(range(len(text)))}
+
+    assert think_tag_ids(Pieces()) == (None, None)
 
 
 def test_reflection_density_options_are_checked():

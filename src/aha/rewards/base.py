@@ -12,7 +12,7 @@ component contributes 0 to the total and is left out of that component's logged 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from aha.registry import Registry
@@ -30,6 +30,9 @@ class RewardBatch:
     group_ids: index of the prompt group; completions with the same id answer the same prompt.
     truncated: True where generation stopped at max_new_tokens (finish reason "length").
     max_new_tokens: the generation cap of this batch (for length-aware rewards), if known.
+    token_ids: the completions' token ids, where the caller has them (the RL step does); empty otherwise.
+    think_ids: the tokenizer's single-token ids of `<think>` and `</think>` (`prompts.think_tag_ids`), None
+        for a tag it spells in pieces or when unknown.
     """
 
     completions: list[str]
@@ -39,6 +42,8 @@ class RewardBatch:
     group_ids: list[int]
     truncated: list[bool] = field(default_factory=list)
     max_new_tokens: int | None = None
+    token_ids: list[Sequence[int]] = field(default_factory=list)
+    think_ids: tuple[int | None, int | None] = (None, None)
 
     def __post_init__(self) -> None:
         n = len(self.completions)
@@ -47,6 +52,8 @@ class RewardBatch:
         for name in ("examples", "verdicts", "num_tokens", "group_ids", "truncated"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"RewardBatch.{name} has {len(getattr(self, name))} entries, expected {n}")
+        if self.token_ids and len(self.token_ids) != n:
+            raise ValueError(f"RewardBatch.token_ids has {len(self.token_ids)} entries, expected {n}")
 
     def __len__(self) -> int:
         return len(self.completions)

@@ -47,9 +47,13 @@ REA-RL's released form (seed 004, `rea_rl/rewards.py::reflection_reward`), two o
   word boundaries ("but" inside "attribute", "check" inside "checking") and `.` not crossing a
   newline, so keywords chain into one reflection while each gap (end of one to start of the next) is
   at most 59 characters on one line. The text is the released one too:
-  `text.split("<think>")[-1].split("</think>")[0]`; the token count is `num_tokens` times the share
-  of characters before the last `</think>` (the released code counts the ids between the first
-  `<think>` and the last `</think>`; a reward sees no ids, so this is that count under even spread).
+  `text.split("<think>")[-1].split("</think>")[0]`; the token count is the released one, the ids
+  after the first `<think>` id (from the first id when there is none: R1-distill's prompt opens the
+  block) and before the last `</think>` id (to the end when there is none), whenever the batch carries
+  the completions' ids and the tokenizer has `</think>` as one token (the RL step passes both). Without
+  them it is `num_tokens` times the share of characters before the last `</think>`, that count under
+  an even spread of characters over tokens; the metric `reasoning_tokens_exact` is the share of
+  completions counted from ids.
 `match: words` (default) is aha's calibrated form above.
 
 The density reward is stateful (the calibration), so it is an object, `ReflectionDensity`, whose
@@ -224,6 +228,19 @@ def rea_rl_reasoning_tokens(text: str, num_tokens: int) -> float:
     return float(num_tokens) * max(end - start, 0) / len(text)
 
 
+def rea_rl_reasoning_token_ids(token_ids: Sequence[int], think_ids: tuple[int | None, int | None]) -> int | None:
+    """The released reasoning-token count: ids after the first `<think>` id (from the start when it is absent)
+    and before the last `</think>` id (to the end when absent). None when the tokenizer has no single
+    `</think>` id (`think_ids[1]` is None): the count cannot be taken from ids."""
+    open_id, close_id = think_ids
+    if close_id is None:
+        return None
+    ids = list(token_ids)
+    start = ids.index(open_id) + 1 if open_id is not None and open_id in ids else 0
+    end = len(ids) - ids[::-1].index(close_id) - 1 if close_id in ids else len(ids)
+    return max(end - start, 0)
+
+
 def count_report_reflections(text: str) -> int:
     """Reflections in `text` as the evaluation, `aha score` and distillation reports count them:
     every occurrence of a `REPORT_PHRASES` phrase (`count_reflections` with merge_chars=0)."""
@@ -331,18 +348,22 @@ class ReflectionDensity:
         think_preopened: the prompt already opened `<think>`.
         threshold: tokens per reflection T (REA-RL: 225.09); sets D_q = 1 / T and skips calibration.
         match: "words" (aha's whole-word count, merged within merge_chars) or "rea_rl" (the released
-            regex on the released text span; merge_chars and token_count do not apply).
+            regex on the released text span, reasoning tokens counted from the ids when the batch has
+            them; merge_chars and token_count do not apply).
 
         Returns None per completion while calibrating. If D_q is 0 (at least a q-fraction of the
         starting rollouts never reflect), nobody reflects less than it and every score is 0 (paper
         form) or 1 (code form).
-        Metrics: `density_mean`, `reflections_mean`, `calibrating` (1 while calibrating), `d_q`.
+        Metrics: `density_mean`, `reflections_mean`, `calibrating` (1 while calibrating), `d_q`; with
+        match "rea_rl", `reasoning_tokens_exact` (share of completions whose tokens were counted from ids).
         """
-        densities, reflections = [], []
-        for text, n_tok in zip(batch.completions, batch.num_tokens):
+        densities, reflections, exact = [], [], 0
+        for i, (text, n_tok) in enumerate(zip(batch.completions, batch.num_tokens)):
             if match == "rea_rl":
                 count = count_rea_rl_reflections(rea_rl_reasoning(text), keywords)
-                tokens = rea_rl_reasoning_tokens(text, n_tok)
+                from_ids = rea_rl_reasoning_token_ids(batch.token_ids[i], batch.think_ids) if batch.token_ids else None
+                exact += from_ids is not None
+                tokens = float(from_ids) if from_ids is not None else rea_rl_reasoning_tokens(text, n_tok)
             else:
                 reasoning = think_content(text, think_preopened=think_preopened)
                 count = count_reflections(reasoning, keywords, merge_chars)
@@ -351,6 +372,8 @@ class ReflectionDensity:
             densities.append(count / tokens if tokens > 0 else 0.0)
         n = max(len(batch), 1)
         metrics = {"density_mean": sum(densities) / n, "reflections_mean": sum(reflections) / n}
+        if match == "rea_rl":
+            metrics["reasoning_tokens_exact"] = exact / n
         ref = d_q if d_q is not None else (1.0 / threshold if threshold else self.calibrated_d_q)
         if ref is None:
             self.calls += 1

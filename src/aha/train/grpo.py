@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import math
 import random
@@ -48,7 +49,7 @@ import torch
 from aha.algo.losses import batch_divisors, kl_penalty_rewards, loss_token_mask, policy_loss
 from aha.algo.overthinking import zero_unsolved_groups
 from aha.errors import AhaError
-from aha.prompts import render_prompt
+from aha.prompts import render_prompt, think_tag_ids
 from aha.rewards.base import RewardBatch
 from aha.rollout.base import Completion, SamplingParams
 from aha.runs import RunDir, progress, truncate_metrics, write_jsonl
@@ -250,6 +251,11 @@ class RLSession:
     @property
     def pad_id(self) -> int:
         return self.tokenizer.pad_token_id
+
+    @functools.cached_property
+    def think_ids(self) -> tuple[int | None, int | None]:
+        """The tokenizer's single-token `<think>` / `</think>` ids (rewards that count reasoning tokens use them)."""
+        return think_tag_ids(self.tokenizer)
 
     def prompt_ids(self, ex: Example) -> list[int]:
         if ex.id not in self.prompt_cache:
@@ -515,7 +521,8 @@ def score_groups(s: RLSession, batch: StepBatch, groups: list[list[Rollout]]) ->
         completions=[r.completion.text for r in flat], examples=[r.example for r in flat],
         verdicts=[r.verdict for r in flat], num_tokens=[len(r.completion.token_ids) for r in flat],
         group_ids=[r.group for r in flat], truncated=[r.truncated for r in flat],
-        max_new_tokens=s.cfg.rollout.max_new_tokens))
+        max_new_tokens=s.cfg.rollout.max_new_tokens, token_ids=[r.completion.token_ids for r in flat],
+        think_ids=s.think_ids))
     for i, r in enumerate(flat):
         r.reward = totals[i]
         r.components = {name: values[i] for name, values in components.items()}

@@ -235,6 +235,120 @@ def test_zero_advantages_when_no_member_is_correct(kk, tok):
     assert wrong[1].advantage == 0.0 and sum(r.advantage for r in right + wrong[:1]) == pytest.approx(0.0, abs=1e-6)
 
 
+# ----------------------------------------------------------------------------- the pair term (custom_loss)
+
+
+C = 9  # a </think> id
+
+
+@pytest.mark.parametrize("original, revision, start", [
+    # the revision closes at index 2, the original at 6: both rows from index 2 on
+    ([1, 2, 3, 4, 5, 6, C, 7], [1, 2, C, 8], 2),
+    # the revision closes one token before the original: start + 1 == end, no term
+    ([1, 2, 3, C, 7], [1, 2, C, 8], None),
+    # closing at the same place (a copy): no term
+    ([1, 2, C, 7], [1, 2, C, 7], None),
+    # the original never closes: its end is its length (5)
+    ([1, 2, 3, 4, 5], [1, 2, C], 2),
+    # the revision never closes either: start = its length (3), end 5
+    ([1, 2, 3, 4, 5], [1, 2, 3], 3),
+    # only the first </think> of each counts: start 0, end 3
+    ([1, 2, 3, C, 5, C], [C, 4, C], 0),
+])
+def test_pair_term_start(original, revision, start):
+    from aha.algo.overthinking import pair_term_start
+
+    assert pair_term_start(original, revision, C) == start
+
+
+def test_pair_scale_is_the_groups_mean_or_max_abs_advantage():
+    from aha.algo.overthinking import pair_scale
+
+    adv = torch.tensor([[1.0, -0.5, 0.25, -0.25], [2.0, -2.0, 9.0, 0.0]])
+    valid = torch.tensor([[True, True, True, True], [True, True, False, False]])  # the 2nd group is ragged
+    # mean: (1 + 0.5 + 0.25 + 0.25) / 4 = 0.5; (2 + 2) / 2 = 2 (the padded 9 is left out)
+    assert pair_scale(adv, valid, "mean").tolist() == [0.5, 2.0]
+    assert pair_scale(adv, valid, "max").tolist() == [1.0, 2.0]
+    with pytest.raises(ValueError, match="pair scale"):
+        pair_scale(adv, valid, "median")
+
+
+def test_policy_loss_pair_term_by_hand():
+    from aha.algo.losses import policy_loss
+
+    # on-policy (ratio 1): pg = -A per token. Two rows of 3 tokens, the second row's last token padding.
+    lp = torch.tensor([[-1.0, -2.0, -0.5], [-0.3, -0.7, 0.0]], requires_grad=True)
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    adv = torch.tensor([0.5, -1.0])
+    pair_adv = torch.tensor([-0.25, 0.25])
+    pair_mask = torch.tensor([[False, True, True], [False, True, True]])  # the padded position drops out
+    loss, metrics = policy_loss(lp, lp.detach(), adv, mask, pair_advantages=pair_adv, pair_mask=pair_mask)
+    # main: (-0.5 x 3 + 1.0 x 2) / 5 = 0.1; pair: (0.25 x 2 - 0.25 x 1) / 5 = 0.05
+    assert metrics["pg_loss"] == pytest.approx(0.1) and metrics["pair_loss"] == pytest.approx(0.05)
+    assert float(loss.detach()) == pytest.approx(0.15)
+    loss.backward()
+    # d loss / d lp = -(A + pair_mask x A_pair) / 5 on the counted tokens
+    assert lp.grad.tolist() == [pytest.approx([-0.1, -0.05, -0.05]), pytest.approx([0.2, 0.15, 0.0])]
+    # with KL, the pair tokens count their KL a second time (the released second loss includes it)
+    ref = torch.tensor([[-1.5, -2.0, -0.5], [-0.3, -0.2, 0.0]])
+    with_kl, _ = policy_loss(lp.detach(), lp.detach(), adv, mask, ref_logprobs=ref, kl_coef=0.1,
+                             pair_advantages=pair_adv, pair_mask=pair_mask)
+    k3 = lambda d: float(torch.exp(torch.tensor(d)) - d - 1)  # noqa: E731 (ref - lp = d)
+    kl_main = k3(-0.5) + k3(0.5)  # row 0 token 0, row 1 token 1; the rest are 0
+    kl_pair = k3(0.5)  # row 1 token 1 is also a pair token
+    assert float(with_kl) == pytest.approx(0.15 + 0.1 * (kl_main + kl_pair) / 5)
+
+
+def test_pair_terms_go_to_accepted_revisions_and_their_originals(kk, tok):
+    task, ex = kk
+    rv = reviser(task, tok, pair_loss="mean")
+    groups = [make_group(task, ex, tok, [kk_text(), kk_text()])]
+    out, _ = rv.revise(FakeGenerator(tok, KK_ANSWER + "</answer>"), torch.nn.Linear(1, 1), groups, _params())
+    bad = out[0][1]
+    out[0][1] = type(bad)(**{**bad.__dict__, "verdict": safe_verify(task, "no answer", ex)})  # the 1st fails
+    settled, _ = rv.settle(out)
+    assert [r.kind for r in settled[0]] == ["sample", "copy", "sample", "revision"]
+    adv = torch.tensor([[1.0, -1.0, 0.5, -0.5]])
+    assert rv.pair_terms(settled, adv, torch.ones(1, 4, dtype=torch.bool)) == 1.0
+    orig, rev = settled[0][2], settled[0][3]
+    start = rev.completion.token_ids.index(rv.close_id)  # where the revision's </think> is
+    assert start < orig.completion.token_ids.index(rv.close_id) - 1
+    # c = mean |A| = 0.75: -c on the original, +c on the revision, both from the revision's </think> on
+    assert (orig.pair_from, orig.pair_advantage, rev.pair_from, rev.pair_advantage) == (start, -0.75, start, 0.75)
+    # the failed pair (its copy) and its original get nothing
+    assert settled[0][0].pair_from is None and settled[0][1].pair_from is None
+    # off: no terms
+    assert reviser(task, tok).pair_terms(settled, adv, torch.ones(1, 4, dtype=torch.bool)) == 0.0
+
+
+def test_pair_term_tensors_of_a_micro_batch(kk, tok):
+    from aha.train.grpo import _pair_terms
+
+    task, ex = kk
+    rows = make_group(task, ex, tok, ["<think>a b c</think>", "<think>a</think>", "x"])
+    mask = torch.tensor([[True] * 5, [True] * 3 + [False] * 2, [True] * 2 + [False] * 3])  # (3, 5)
+    assert _pair_terms(rows, mask) == (None, None)  # nobody has a term: the loss is the plain one
+    rows[0].pair_from, rows[0].pair_advantage = 2, -0.5
+    rows[1].pair_from, rows[1].pair_advantage = 1, 0.5
+    adv, pair_mask = _pair_terms(rows, mask)
+    assert adv.tolist() == [-0.5, 0.5, 0.0]
+    # from pair_from on, within each row's completion; nothing for a row without a term
+    assert pair_mask.tolist() == [[False, False, True, True, True], [False, True, True, False, False],
+                                  [False] * 5]
+
+
+def test_pair_loss_needs_a_single_token_close_tag(kk):
+    from aha.errors import AhaError
+
+    class Pieces:  # spells every text one id per character
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [ord(ch) for ch in text]}
+
+    task, _ = kk
+    with pytest.raises(AhaError, match="pair_loss needs a tokenizer that encodes </think> as one token"):
+        Reviser(RevisionConfig(enabled=True, pair_loss="max"), task, Pieces(), "knights-knaves")
+
+
 # ----------------------------------------------------------------------------- end to end
 
 
@@ -257,6 +371,23 @@ def test_revision_run_end_to_end(tmp_path, tiny_model_dir):
     rollouts = read_jsonl(out / "rollouts" / "step_00001.jsonl")
     kinds = [r.get("kind", "sample") for r in rollouts]
     assert kinds.count("sample") == 4 and len(kinds) == 8  # 2 prompts x (2 originals + 2 revisions or copies)
+
+
+@pytest.mark.slow
+def test_revision_run_with_the_pair_term(tmp_path, tiny_model_dir):
+    torch.set_num_threads(1)
+    out = tmp_path / "run"
+    args = ["train", f"model.path={tiny_model_dir}", "task.name=knights-knaves",
+            "task.options={people: '2', count: 8, test_count: 4, quiz_style: plain, name_pool: 4}",
+            "rewards=[{name: correctness}, {name: refine_length}]", "steps=2", "batch.prompts_per_step=2",
+            "batch.samples_per_prompt=2", "batch.micro_batch_size=8", "rollout.max_new_tokens=24",
+            "rollout.revision.enabled=true", "rollout.revision.max_revision_tokens=8",
+            "rollout.revision.pair_loss=max", f"run.out_dir={out}", "run.progress=false"]
+    assert main(args) == 0
+    rows = read_jsonl(out / "metrics.jsonl")
+    # how many pairs got a term (the untrained model's revisions are rarely right); the loss has the
+    # term's share whenever one did
+    assert all("revision/pair_terms" in r and ("pair_loss" in r) == (r["revision/pair_terms"] > 0) for r in rows)
 
 
 TWINS = ["rea_rl_grpo", "rea_rl_grpo_len", "rea_rl", "rea_rl_no_revision", "rea_rl_no_reflection_reward"]

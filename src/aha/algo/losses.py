@@ -220,10 +220,17 @@ def policy_loss(
     kl_clamp: float | None = None,
     batch_tokens: float | None = None,
     batch_rows: float | None = None,
+    pair_advantages: Tensor | None = None,
+    pair_mask: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """The scalar training loss of one micro-batch and its metrics.
 
     loss = aggregate(pg + kl_coef * KL - entropy_coef * H, mask, agg, norm_constant)
+
+    With a pair term (REA-RL's `custom_loss`, see aha.algo.overthinking), the per-token loss gains
+    pair_mask * (pg' + kl_coef * KL), pg' the same surrogate with `pair_advantages`, inside the same
+    aggregate (so its divisors are the main term's): the released trainer's second loss, whose KL
+    part counts those tokens' KL a second time.
 
     With on-policy data (one update per rollout batch, mu = 1) pass `old_logprobs =
     logprobs.detach()`: the ratio is then 1, nothing is clipped, and the gradient of the pg part is
@@ -250,12 +257,15 @@ def policy_loss(
         batch_tokens, batch_rows: the whole batch's counts when this is one micro-batch of it (see
             `aggregate`); the returned loss and pg_loss are then this micro-batch's share of the
             batch's, and the shares add up to the batch's values.
+        pair_advantages: (B,) the pair term's advantage of each sequence (0 where it has none).
+        pair_mask: (B, T) bool, the tokens of the pair term (only those also in `mask` count).
 
     Returns:
         (loss, metrics): loss a 0-dim differentiable tensor; metrics plain floats: pg_loss (the
         aggregated pg part), clip_frac, clip_frac_low, clip_frac_high, ratio_mean, ratio_max,
         kl (token mean of the estimate over the mask, when ref_logprobs is given), entropy (token
-        mean, when entropy is given), dual_clip_frac (when dual clip is on).
+        mean, when entropy is given), dual_clip_frac (when dual clip is on), pair_loss (the
+        aggregated pair term, when there is one).
     """
     if logprobs.dim() != 2:
         raise ValueError(f"logprobs must be (B, T), got shape {tuple(logprobs.shape)}")
@@ -282,11 +292,23 @@ def policy_loss(
     with torch.no_grad():
         metrics["pg_loss"] = float(aggregate(pg_mat, mask, agg, norm_constant, batch_tokens, batch_rows))
 
+    kl_mat = None
     if ref_logprobs is not None:
         kl_mat = kl_estimate(logprobs, ref_logprobs.detach(), kl_estimator, clamp=kl_clamp)  # (B, T)
         metrics["kl"] = float(masked_mean(kl_mat.detach(), mask))
         if kl_coef != 0.0:
             loss_mat = loss_mat + kl_coef * kl_mat
+    if pair_advantages is not None:
+        if pair_mask is None or pair_mask.shape != logprobs.shape or pair_advantages.shape != logprobs.shape[:1]:
+            raise ValueError("pair_advantages must be (B,) and pair_mask (B, T) like logprobs")
+        pair_adv = pair_advantages.to(logprobs.dtype).unsqueeze(-1).expand_as(logprobs)  # (B, T)
+        pair_mat, _ = pg_fn(logprobs, old_logprobs.detach(), pair_adv, mask, **options)  # (B, T)
+        if kl_mat is not None and kl_coef != 0.0:
+            pair_mat = pair_mat + kl_coef * kl_mat
+        pair_mat = pair_mat * pair_mask.to(pair_mat.dtype)  # (B, T)
+        with torch.no_grad():
+            metrics["pair_loss"] = float(aggregate(pair_mat, mask, agg, norm_constant, batch_tokens, batch_rows))
+        loss_mat = loss_mat + pair_mat
     if entropy is not None:
         metrics["entropy"] = float(masked_mean(entropy.detach(), mask))
         if entropy_coef != 0.0:

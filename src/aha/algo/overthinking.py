@@ -24,6 +24,16 @@ over that of tokens containing "think" or "result"; a token containing both coun
 `zero_unsolved_groups` is REA-RL's advantage rule: a group none of whose members is correct gets
 advantage 0 everywhere (the released trainer sets its std to infinity), so length and reflection
 rewards never move the policy on prompts it cannot solve.
+
+The pair term (`pair_term_start`, `pair_scale`) is the released trainer's optional `custom_loss`
+(`filter_think_impact_data`): for an accepted revision (correct, so kept in the group) and its
+original, let s be the index of the revision's first `</think>` id in its completion ids (its length
+if none) and e that of the original's (its length if none). When s + 1 < e, the completion tokens of
+both rows from index s on enter a second policy-gradient term with advantage -c on the original and
++c on the revision, c = mean |A| over the group's members (`custom_loss` 1) or max |A| (2); when the
+revision did not end the reasoning at least two tokens earlier there is no term. Since the revision
+copies the original's ids up to the cut, s is the cut plus the template's tokens before `</think>`,
+and the original's tokens from s on are the reasoning it kept writing.
 """
 
 from __future__ import annotations
@@ -126,3 +136,33 @@ def zero_unsolved_groups(advantages: Tensor, correct: Tensor, valid: Tensor | No
         ok = ok & valid.to(torch.bool)
     solved = ok.any(dim=1, keepdim=True)  # (P, 1)
     return torch.where(solved, advantages, torch.zeros_like(advantages))
+
+
+PAIR_SCALES = ("mean", "max")
+
+
+def pair_term_start(original_ids: Sequence[int], revision_ids: Sequence[int], close_id: int) -> int | None:
+    """The first completion index of the pair term of an (original, accepted revision) pair, or None when
+    the pair has none (rule in the module docstring). `close_id` is the tokenizer's `</think>` id."""
+    def first(ids: Sequence[int]) -> int:
+        ids = list(ids)
+        return ids.index(close_id) if close_id in ids else len(ids)
+
+    start, end = first(revision_ids), first(original_ids)
+    return start if start + 1 < end else None
+
+
+def pair_scale(advantages: Tensor, valid: Tensor, mode: str = "mean") -> Tensor:
+    """c of each group: the mean (or max) |A| over its valid members.
+
+    advantages: (P, G) float; valid: (P, G) bool; mode: "mean" or "max". Returns (P,); 0 for a group
+    with no valid member.
+    """
+    if mode not in PAIR_SCALES:
+        raise ValueError(f"pair scale must be one of {PAIR_SCALES}, got {mode!r}")
+    if advantages.shape != valid.shape:
+        raise ValueError(f"valid shape {tuple(valid.shape)} != advantages shape {tuple(advantages.shape)}")
+    a = advantages.abs() * valid.to(advantages.dtype)  # (P, G)
+    if mode == "max":
+        return a.max(dim=1).values  # (P,)
+    return a.sum(dim=1) / valid.to(advantages.dtype).sum(dim=1).clamp(min=1.0)  # (P,)

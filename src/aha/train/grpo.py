@@ -85,7 +85,7 @@ _RESUME_FREE_RUN_KEYS = {"out_dir", "progress"}
 # take the old log-probs from the first update pass when that is exact (a switch so a test can compare)
 _OLD_FROM_FIRST_PASS = True
 # metrics that micro-batches contribute as shares of their mini-batch's value
-_ADDITIVE = ("loss", "pg_loss")
+_ADDITIVE = ("loss", "pg_loss", "pair_loss")
 
 
 # ----------------------------------------------------------------------------- data and seeds
@@ -125,6 +125,8 @@ class Rollout:
         the policy's continuation; `revises` is its original) or "copy" (an original standing in for a
         revision that failed or could not be made), see aha.train.revision.
     loss_mask: (c,) bool, the completion tokens that carry loss; None = all of them.
+    pair_from, pair_advantage: REA-RL's optional pair term (`rollout.revision.pair_loss`): the completion
+        tokens from `pair_from` on get a second policy-gradient term with `pair_advantage`; None = none.
     """
 
     example: Example
@@ -140,6 +142,8 @@ class Rollout:
     kind: str = "sample"
     loss_mask: torch.Tensor | None = None  # (c,)
     revises: Rollout | None = None
+    pair_from: int | None = None
+    pair_advantage: float = 0.0
 
     @property
     def completion_ids(self) -> list[int]:
@@ -583,6 +587,8 @@ def compute_advantages(s: RLSession, batch: StepBatch) -> dict[str, float]:
         advantages = zero_unsolved_groups(advantages, batch.padded(lambda r: r.verdict.correct)[0] > 0, valid)
     for r, adv in zip(rollouts, advantages[valid].tolist()):
         r.advantage = adv
+    if s.reviser is not None and s.cfg.rollout.revision.pair_loss != "off":
+        metrics["revision/pair_terms"] = s.reviser.pair_terms(batch.groups, advantages, valid)
     return metrics
 
 
@@ -648,12 +654,14 @@ def accumulate_gradients(s: RLSession, mini: list[Rollout], first_pass: bool, su
                                     torch.tensor([r.truncated for r in micro], device=mask.device),
                                     a.mask_truncated)  # (B, C)
         adv = torch.tensor([r.advantage for r in micro], device=lp.device)  # (B,)
+        pair_adv, pair_mask = _pair_terms(micro, mask)  # (B,), (B, C); None without pair terms
         loss, metrics = policy_loss(
             lp, old, adv, loss_mask, clip_low=a.clip_low, clip_high=a.clip_high, agg=a.loss_agg,
             norm_constant=s.cfg.rollout.max_new_tokens, ref_logprobs=ref,
             kl_coef=a.kl_coef if ref is not None else 0.0, kl_estimator=a.kl_estimator, entropy=ent,
             entropy_coef=a.entropy_coef, loss_mode=a.policy_loss, clip_ratio_c=a.clip_ratio_c or None,
-            kl_clamp=a.kl_clamp or None, batch_tokens=batch_tokens, batch_rows=batch_rows)
+            kl_clamp=a.kl_clamp or None, batch_tokens=batch_tokens, batch_rows=batch_rows,
+            pair_advantages=pair_adv, pair_mask=pair_mask)
         if slot.padding:  # FSDP: another rank's micro-batch, run for the collectives; zero gradient
             (loss * 0.0).backward()
             continue
@@ -801,6 +809,18 @@ def _with_loss_masks(mask: torch.Tensor, rollouts: list[Rollout]) -> torch.Tenso
         if r.loss_mask is not None:
             mask[i, :r.loss_mask.numel()] &= r.loss_mask.to(mask.device)
     return mask
+
+
+def _pair_terms(rollouts: list[Rollout], mask: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """((N,) pair advantages, (N, C) bool pair-term tokens) of REA-RL's pair term; (None, None) when no
+    rollout has one. mask: (N, C) the completion positions."""
+    if all(r.pair_from is None for r in rollouts):
+        return None, None
+    starts = torch.tensor([r.pair_from if r.pair_from is not None else mask.shape[1] for r in rollouts],
+                          device=mask.device)  # (N,)
+    positions = torch.arange(mask.shape[1], device=mask.device)  # (C,)
+    pair_mask = (positions[None, :] >= starts[:, None]) & mask  # (N, C)
+    return torch.tensor([r.pair_advantage for r in rollouts], device=mask.device), pair_mask
 
 
 def _spread(group: list[Rollout]) -> float:

@@ -18,7 +18,9 @@ all 2G together (so `refine_length`'s L_min counts correct revisions, as in the 
 
 Template tokens are marked: with `loss_mask: generated_only` they carry no loss (the policy did not
 sample them); `all` is REA-RL (the loss covers the copied prefix, the template and the answer).
-The advantage stage zeroes groups with no correct member (`zero_adv_if_none_correct`).
+The advantage stage zeroes groups with no correct member (`zero_adv_if_none_correct`), then, with
+`pair_loss` on, gives each accepted revision and its original their pair term (`Reviser.pair_terms`;
+the rule is `aha.algo.overthinking.pair_term_start`, REA-RL's optional `custom_loss`).
 
 Metrics (`revision/...`): accepted_share (correct revisions / revisions made), truncation_accuracy
 (REA-RL's "Truncation Accuracy": pairs whose revision is right or whose original was wrong),
@@ -36,6 +38,8 @@ from typing import Any
 
 import torch
 
+from aha.algo.overthinking import pair_scale, pair_term_start
+from aha.errors import AhaError
 from aha.overthinking.chunking import tokenizer_counter
 from aha.overthinking.detectors import detect, make_detector
 from aha.overthinking.options import RevisionConfig
@@ -46,6 +50,7 @@ from aha.overthinking.revision import (
     revision_ids,
     token_cut,
 )
+from aha.prompts import think_tag_ids
 from aha.rollout.base import Completion, SamplingParams
 from aha.tasks.base import preopens_think, safe_verify
 
@@ -64,6 +69,11 @@ class Reviser:
         self.prefix = cfg.answer_prefix or default_answer_prefix(task)
         self.template = tokenizer(self.prefix, add_special_tokens=False)["input_ids"]
         self.think_preopened = preopens_think(task)
+        self.close_id = think_tag_ids(tokenizer)[1]
+        if cfg.pair_loss != "off" and self.close_id is None:
+            raise AhaError("rollout.revision.pair_loss needs a tokenizer that encodes </think> as one token (it "
+                           "finds the pair term's first token by that id); this one spells it in pieces: set "
+                           "rollout.revision.pair_loss=off")
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
@@ -175,3 +185,25 @@ class Reviser:
         if ratios_ok:
             metrics["revision/token_ratio_accepted"] = sum(ratios_ok) / len(ratios_ok)
         return out, metrics
+
+    def pair_terms(self, groups: list[list[Any]], advantages: torch.Tensor, valid: torch.Tensor) -> float:
+        """Set `pair_from` and `pair_advantage` on each accepted revision and its original (with
+        `pair_loss` on; rule in aha.algo.overthinking). groups: the kept groups after `settle`;
+        advantages, valid: (P, G) as the advantage stage padded them. Returns the number of pairs with a
+        term."""
+        if self.cfg.pair_loss == "off":
+            return 0.0
+        scales = pair_scale(advantages, valid, self.cfg.pair_loss).tolist()  # (P,)
+        made = 0
+        for g, c in zip(groups, scales):
+            for r in g:
+                original = r.revises if r.kind == "revision" else None
+                if original is None or not any(x is original for x in g):
+                    continue
+                start = pair_term_start(original.completion.token_ids, r.completion.token_ids, self.close_id)
+                if start is None or c == 0.0:
+                    continue
+                original.pair_from, original.pair_advantage = start, -c
+                r.pair_from, r.pair_advantage = start, c
+                made += 1
+        return float(made)

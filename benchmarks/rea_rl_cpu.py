@@ -50,6 +50,9 @@ def main() -> None:
     p.add_argument("--temperature", type=float, default=0.6, help="RL sampling temperature (paper 0.6)")
     p.add_argument("--kl", type=float, default=0.04, help="k3 KL coefficient to the start model (paper 0.04)")
     p.add_argument("--eval-limit", type=int, default=0, help="evaluate the first N held-out puzzles (0 = all 600)")
+    p.add_argument("--pair-loss", choices=["mean", "max"], default=None,
+                   help="also train REA-RL with the released optional pair term (rollout.revision.pair_loss), "
+                        "as method rea_rl_pair")
     p.add_argument("--only", nargs="*", default=[], help="run only these stages (sft, start, grpo, grpo_len, rea_rl; eval = evaluate every trained model again, "
                    "e.g. with another --eval-limit)")
     args = p.parse_args()
@@ -112,6 +115,8 @@ def main() -> None:
                    # normal cut (the first Result chunk at or after half the chunks) can fall in the tail
                    "rollout.revision.min_tokens=8", "rollout.revision.max_tokens=32"],
     }
+    if args.pair_loss:
+        methods["rea_rl_pair"] = [*methods["rea_rl"], f"rollout.revision.pair_loss={args.pair_loss}"]
     for name, extra in methods.items():
         if stage(name):
             t = time.time()
@@ -120,7 +125,8 @@ def main() -> None:
         if stage(name) or (stage("eval") and (out / name / "model").is_dir()):
             evaluate(name, out / name / "model")
     (out / "seconds.json").write_text(json.dumps(seconds, indent=2))
-    evals = [str(out / "eval" / n) for n in ("start", "grpo", "grpo_len", "rea_rl") if (out / "eval" / n).is_dir()]
+    evals = [str(out / "eval" / n) for n in ("start", "grpo", "grpo_len", "rea_rl", "rea_rl_pair")
+             if (out / "eval" / n).is_dir()]
     if len(evals) > 1:
         aha(["compare", *evals, "--out", str(out / "compare"), "--no-plots"])
     print(json.dumps(seconds))

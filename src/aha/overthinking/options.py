@@ -41,10 +41,10 @@ class RevisionConfig:
     loss_mask: str = option("all", "which revision tokens carry loss: all (REA-RL: copied prefix, template and "
                             "continuation) or generated_only (the template tokens, not sampled, are masked)",
                             choices=["all", "generated_only"])
-    pair_loss: str = option("off", "REA-RL's optional custom_loss: a second policy-gradient term on the tokens "
+    pair_loss: str = option("none", "REA-RL's optional custom_loss: a second policy-gradient term on the tokens "
                             "from each accepted revision's </think> on, in it (advantage +c) and its original "
                             "(-c), c = the group's mean |A| (custom_loss 1) or max |A| (2); needs </think> as "
-                            "one token", choices=["off", "mean", "max"])
+                            "one token", choices=["none", "mean", "max"])
 
     def validate(self) -> None:
         if not self.enabled:

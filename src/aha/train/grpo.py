@@ -587,7 +587,7 @@ def compute_advantages(s: RLSession, batch: StepBatch) -> dict[str, float]:
         advantages = zero_unsolved_groups(advantages, batch.padded(lambda r: r.verdict.correct)[0] > 0, valid)
     for r, adv in zip(rollouts, advantages[valid].tolist()):
         r.advantage = adv
-    if s.reviser is not None and s.cfg.rollout.revision.pair_loss != "off":
+    if s.reviser is not None and s.cfg.rollout.revision.pair_loss != "none":
         metrics["revision/pair_terms"] = s.reviser.pair_terms(batch.groups, advantages, valid)
     return metrics
 

@@ -70,10 +70,10 @@ class Reviser:
         self.template = tokenizer(self.prefix, add_special_tokens=False)["input_ids"]
         self.think_preopened = preopens_think(task)
         self.close_id = think_tag_ids(tokenizer)[1]
-        if cfg.pair_loss != "off" and self.close_id is None:
+        if cfg.pair_loss != "none" and self.close_id is None:
             raise AhaError("rollout.revision.pair_loss needs a tokenizer that encodes </think> as one token (it "
                            "finds the pair term's first token by that id); this one spells it in pieces: set "
-                           "rollout.revision.pair_loss=off")
+                           "rollout.revision.pair_loss=none")
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
@@ -191,7 +191,7 @@ class Reviser:
         `pair_loss` on; rule in aha.algo.overthinking). groups: the kept groups after `settle`;
         advantages, valid: (P, G) as the advantage stage padded them. Returns the number of pairs with a
         term."""
-        if self.cfg.pair_loss == "off":
+        if self.cfg.pair_loss == "none":
             return 0.0
         scales = pair_scale(advantages, valid, self.cfg.pair_loss).tolist()  # (P,)
         made = 0

@@ -352,19 +352,24 @@ def test_pair_loss_needs_a_single_token_close_tag(kk):
 # ----------------------------------------------------------------------------- end to end
 
 
+def revision_run(model_dir, out, rewards: str, *extra: str) -> list[dict]:
+    """A 2-step revision run of the tiny model on 2-person puzzles; its metrics rows."""
+    torch.set_num_threads(1)
+    args = ["train", f"model.path={model_dir}", "task.name=knights-knaves",
+            "task.options={people: '2', count: 8, test_count: 4, quiz_style: plain, name_pool: 4}",
+            f"rewards={rewards}", "steps=2", "batch.prompts_per_step=2", "batch.samples_per_prompt=2",
+            "batch.micro_batch_size=8", "rollout.max_new_tokens=24", "rollout.revision.enabled=true",
+            "rollout.revision.max_revision_tokens=8", *extra, f"run.out_dir={out}", "run.progress=false"]
+    assert main(args) == 0
+    return read_jsonl(out / "metrics.jsonl")
+
+
 @pytest.mark.slow
 def test_revision_run_end_to_end(tmp_path, tiny_model_dir):
-    torch.set_num_threads(1)
     out = tmp_path / "run"
-    args = ["train", f"model.path={tiny_model_dir}", "task.name=knights-knaves",
-            "task.options={people: '2', count: 8, test_count: 4, quiz_style: plain, name_pool: 4}",
-            "rewards=[{name: correctness}, {name: refine_length}, "
-            "{name: reflection_density, options: {threshold: 225.09, match: rea_rl}}]",
-            "steps=2", "batch.prompts_per_step=2", "batch.samples_per_prompt=2", "batch.micro_batch_size=8",
-            "rollout.max_new_tokens=24", "rollout.revision.enabled=true", "rollout.revision.max_revision_tokens=8",
-            "rollout.revision.loss_mask=generated_only", f"run.out_dir={out}", "run.progress=false"]
-    assert main(args) == 0
-    rows = read_jsonl(out / "metrics.jsonl")
+    rows = revision_run(tiny_model_dir, out, "[{name: correctness}, {name: refine_length}, "
+                        "{name: reflection_density, options: {threshold: 225.09, match: rea_rl}}]",
+                        "rollout.revision.loss_mask=generated_only")
     assert {"revision/made", "revision/accepted_share", "revision/truncation_accuracy"} <= set(rows[0])
     # the RL step hands the reward the completions' ids: every reasoning-token count is the released id count
     assert [r["reward/reflection_density/reasoning_tokens_exact"] for r in rows] == [1.0, 1.0]
@@ -375,16 +380,8 @@ def test_revision_run_end_to_end(tmp_path, tiny_model_dir):
 
 @pytest.mark.slow
 def test_revision_run_with_the_pair_term(tmp_path, tiny_model_dir):
-    torch.set_num_threads(1)
-    out = tmp_path / "run"
-    args = ["train", f"model.path={tiny_model_dir}", "task.name=knights-knaves",
-            "task.options={people: '2', count: 8, test_count: 4, quiz_style: plain, name_pool: 4}",
-            "rewards=[{name: correctness}, {name: refine_length}]", "steps=2", "batch.prompts_per_step=2",
-            "batch.samples_per_prompt=2", "batch.micro_batch_size=8", "rollout.max_new_tokens=24",
-            "rollout.revision.enabled=true", "rollout.revision.max_revision_tokens=8",
-            "rollout.revision.pair_loss=max", f"run.out_dir={out}", "run.progress=false"]
-    assert main(args) == 0
-    rows = read_jsonl(out / "metrics.jsonl")
+    rows = revision_run(tiny_model_dir, tmp_path / "run", "[{name: correctness}, {name: refine_length}]",
+                        "rollout.revision.pair_loss=max")
     # how many pairs got a term (the untrained model's revisions are rarely right); the loss has the
     # term's share whenever one did
     assert all("revision/pair_terms" in r and ("pair_loss" in r) == (r["revision/pair_terms"] > 0) for r in rows)

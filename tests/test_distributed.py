@@ -395,6 +395,9 @@ def _close_world_on_rank(rank: int, port: int) -> None:
     assert (world.rank, world.size) == (rank, 2)
     work = dist.all_reduce(torch.ones(4), async_op=True)  # async work on gloo's threads, as FSDP2's
     work.wait()
+    distributed.close_world()  # before the command finished (an error exit): the group is left alone
+    assert dist.is_initialized()
+    world.finish()
     distributed.close_world()
     assert not dist.is_initialized() and distributed._WORLD is None
     distributed.close_world()  # twice (an explicit call, then atexit's) is harmless

@@ -145,6 +145,15 @@ class World:
         if self.distributed:
             torch.distributed.barrier()
 
+    def finish(self) -> None:
+        """A command's last collective: every rank waits until all are done (the model folder is
+        complete), and from then on no rank takes part in a collective, so `close_world` may tear the
+        process group down at exit."""
+        global _FINISHED
+        if self.distributed:
+            torch.distributed.barrier()
+            _FINISHED = True
+
     def sync_gradients(self, params: list[torch.Tensor]) -> None:
         """Sum the gradients of `params` over the ranks, in flat all-reduces of up to `_BUCKET` values
         (DDP's buckets; one copy of the whole gradient at once would double its memory).
@@ -219,6 +228,7 @@ def launched_world_size() -> int:
 
 
 _WORLD: World | None = None
+_FINISHED = False  # set by `World.finish`: every rank is past its last collective
 
 
 def init_world() -> World:
@@ -227,7 +237,8 @@ def init_world() -> World:
     Refuses the case accelerate gets silently wrong: `accelerate launch --cpu --num_processes N` and a
     MULTI_CPU config without MPI start one process that believes it is alone (see
     `requested_processes`)."""
-    global _WORLD
+    global _WORLD, _FINISHED
+    _FINISHED = False  # a command starts (a pipeline runs several in one process)
     if _WORLD is not None:
         return _WORLD
     check_strategy()
@@ -254,13 +265,19 @@ def init_world() -> World:
 
 
 def close_world() -> None:
-    """Tear the process group down while the interpreter is still whole (registered with atexit by
-    `init_world`). Left to interpreter finalization, gloo's worker threads can still hold the tensors of
-    finished async work (FSDP2's reduce-scatters), and freeing them then aborts the process (SIGABRT,
-    "terminate called without an active exception") after the run itself has finished: torchrun then
-    reports the job failed. Safe to call twice."""
-    global _WORLD
-    _WORLD = None
+    """After a finished command (`World.finish`), tear the process group down while the interpreter is
+    still whole (registered with atexit by `init_world`). Left to interpreter finalization, gloo's
+    worker threads can still hold the tensors of finished async work (FSDP2's reduce-scatters), and
+    freeing them then aborts the process (SIGABRT, "terminate called without an active exception")
+    after the run itself has finished: torchrun then reports the job failed.
+
+    A rank that exits on an error leaves the group alone: the others may be inside a collective, and
+    tearing down an nccl group under them can hang this rank instead of letting it exit (the launcher
+    then stops the rest). Safe to call twice."""
+    global _WORLD, _FINISHED
+    if not _FINISHED:
+        return
+    _WORLD, _FINISHED = None, False
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 

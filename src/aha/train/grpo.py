@@ -340,7 +340,7 @@ def train(cfg: TrainConfig) -> Path:
     elif s.world.main:
         save_final_model(s, s.run.path / "model")  # after LoRA resets: the whole merged model
         s.tokenizer.save_pretrained(str(s.run.path / "model"))
-    s.world.barrier()  # the model folder is complete before any rank returns
+    s.world.finish()  # the model folder is complete before any rank returns
     s.run.log.info(f"done: {s.run.path} (model in {s.run.path / 'model'})")
     return s.run.path
 

@@ -472,6 +472,6 @@ def sft(cfg: SftConfig) -> Path:
             else:
                 model.save_pretrained(str(out))
             tokenizer.save_pretrained(str(out))
-    world.barrier()  # the model folder is complete before any rank returns
+    world.finish()  # the model folder is complete before any rank returns
     log.info(f"done after {step} steps ({elapsed():.0f}s): model in {out}")
     return run.path

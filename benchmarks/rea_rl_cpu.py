@@ -12,6 +12,7 @@
     OMP_NUM_THREADS=1 aha demo --set teacher_budget=0 --out DEMO_DIR   # the README's start C
     OMP_NUM_THREADS=1 python benchmarks/rea_rl_cpu.py --start DEMO_DIR/sft/model --out runs/rea-rl-cpu \
         [--sft-steps 100] [--rl-steps 40] [--prompts 8] [--lr 5e-5] [--temperature 0.6]
+        [--pair-loss mean|max]   # a fourth way: REA-RL with the released optional pair term (rea_rl_pair)
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ revisions replaced or dropped, zero advantages when nobody is correct); a tiny r
 
 from __future__ import annotations
 
+import math
 import types
 
 import pytest
@@ -460,6 +461,7 @@ def test_reflection_model_detector_reads_planted_labels(kk):
     planted = [0.1, 0.2, 0.9, 0.8, 0.7, 0.3]
     det = ReflectionModelDetector.__new__(ReflectionModelDetector)
     det.model, det.tokenizer, det.top_k = PlantedLabeller(planted), LabelTokenizer(), 5
+    det.whole_labels = False  # each label is one token of this tokenizer: REA-RL's top-5 reading
     chunks = split_chunks("\n\n".join(f"part {i}." for i in range(6)), words, min_tokens=1)
     found = detect(det, ex, chunks)
     assert found.probs == pytest.approx(planted)
@@ -476,6 +478,50 @@ def test_reflection_model_detector_runs_a_real_model_folder(kk, tiny_model_dir):
     chunks = split_chunks("\n\n".join(KK_PARAGRAPHS), words, min_tokens=1)
     probs = det.probabilities(ex, chunks)
     assert len(probs) == 5 and all(0.0 <= p <= 1.0 for p in probs)
+
+
+@pytest.mark.parametrize("log_result, log_think, p", [
+    # equal probabilities: 1/2
+    (-2.0, -2.0, 0.5),
+    # Result e times likelier than Think: e / (e + 1)
+    (-1.0, -2.0, 2.718281828459045 / (2.718281828459045 + 1.0)),
+    # Think e^3 times likelier: 1 / (1 + e^3)
+    (-5.0, -2.0, 1.0 / (1.0 + 20.085536923187668)),
+    # far apart: 0 without overflow
+    (-1000.0, -1.0, 0.0),
+])
+def test_label_sequence_probability(log_result, log_think, p):
+    from aha.algo.overthinking import label_sequence_probability
+
+    assert label_sequence_probability(log_result, log_think) == pytest.approx(p)
+
+
+def test_spelled_labels_are_scored_whole(kk, tiny_model_dir):
+    # the tiny tokenizer spells " Think" and " Result" in pieces, so no top-5 token names a label;
+    # P(Result) at each position must be the two label texts' normalised probability, the same as
+    # scoring them on the full sequence without a cache
+    from aha.models import load_model
+    from aha.overthinking.detectors import REPLY_PREFILL, ReflectionModelDetector, labeling_prompt
+    from aha.prompts import render_prompt
+
+    det = ReflectionModelDetector(tiny_model_dir, device="cpu")
+    assert det.whole_labels and all(len(ids) > 1 for ids in det.label_ids.values())
+    parts = ["Ben is a knight.", "So Dan is a knave."]
+    probs = det.label("quiz", parts)
+    tok, model = det.tokenizer, load_model(tiny_model_dir, device="cpu").eval()
+
+    def logprob(prefix, cont):
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([prefix + cont])).logits[0].float()
+        logp = torch.log_softmax(logits, dim=-1)
+        return sum(float(logp[len(prefix) - 1 + k, t]) for k, t in enumerate(cont))
+
+    prefix = render_prompt(tok, labeling_prompt("quiz", parts)) + tok(REPLY_PREFILL, add_special_tokens=False)["input_ids"]
+    for i, p in enumerate(probs):
+        r, t = logprob(prefix, det.label_ids["Result"]), logprob(prefix, det.label_ids["Think"])
+        assert p == pytest.approx(1.0 / (1.0 + math.exp(t - r)), abs=1e-5)
+        label = "Result" if p >= 0.5 else "Think"
+        prefix = prefix + tok(f" {label}" + ("\n\n[2]." if i == 0 else ""), add_special_tokens=False)["input_ids"]
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -118,6 +118,16 @@ def result_probability(top: Sequence[tuple[str, float]]) -> float | None:
     return result / (think + result)
 
 
+def label_sequence_probability(logprob_result: float, logprob_think: float) -> float:
+    """P(Result) at one label position from the log-probabilities of the two whole label texts (" Result"
+    and " Think", each possibly several tokens): exp(lR) / (exp(lR) + exp(lT)) = 1 / (1 + exp(lT - lR)).
+    For a tokenizer that spells the labels in pieces, where no single token names a label."""
+    diff = float(logprob_think) - float(logprob_result)
+    if diff > 700:  # exp overflows; P is 0 to double precision
+        return 0.0
+    return 1.0 / (1.0 + math.exp(diff))
+
+
 def label_positions(top1_tokens: Sequence[str]) -> list[int]:
     """The positions whose top-1 token contains "Think" or "Result" (case-sensitive)."""
     return [i for i, t in enumerate(top1_tokens) if "Think" in str(t) or "Result" in str(t)]

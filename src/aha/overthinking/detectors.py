@@ -14,6 +14,10 @@ Two detectors share the interface `probabilities(example, chunks) -> list[float]
   labelling prompt (`labeling_prompt`: the question, then the numbered chunks, asking for
   "[i]. Think" or "[i]. Result" per chunk) and the reply prefilled with "[1].". At each label
   position P(Result) comes from the top-5 log-probs (`aha.algo.overthinking.result_probability`).
+  A labeller whose tokenizer spells " Think" or " Result" in several tokens (the byte-level BPE of
+  `aha init-model` does) has no single token that names a label, so the top-5 would never see one:
+  there both label texts are scored whole at the position, teacher-forced from its cache, and
+  P(Result) is their normalised probability (`label_sequence_probability`).
   The reply is decoded greedily under the fixed format: the model chooses each label (the larger of
   the two label masses), and the numbering between labels is written for it. REA-RL decodes freely
   and reads the label positions afterwards; under a model that keeps the format (what the SFT data
@@ -28,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aha.algo.overthinking import CutPoints, cut_points, result_probability
+from aha.algo.overthinking import CutPoints, cut_points, label_sequence_probability, result_probability
 from aha.errors import AhaError
 from aha.overthinking.chunking import Chunk
 from aha.tasks.base import Example, safe_verify
@@ -173,6 +177,10 @@ class ReflectionModelDetector:
         self.tokenizer = load_tokenizer(path)
         self.model = load_model(path, device=device or "auto").eval()
         self.top_k = int(top_k)
+        # the label texts as the reply spells them; scored whole unless each is one token
+        self.label_ids = {name: self.tokenizer(f" {name}", add_special_tokens=False)["input_ids"]
+                          for name in ("Result", "Think")}
+        self.whole_labels = any(len(ids) > 1 for ids in self.label_ids.values())
 
     def probabilities(self, example: Example, chunks: list[Chunk]) -> list[float]:
         return self.label(question_text(example), [c.text for c in chunks])
@@ -195,15 +203,38 @@ class ReflectionModelDetector:
                 out = self.model(input_ids=torch.tensor([pending], device=device), use_cache=True, **kwargs)
                 past = output_cache(out)
                 logp = torch.log_softmax(out.logits[0, -1].float(), dim=-1)  # (V,)
-                top = torch.topk(logp, min(self.top_k, logp.shape[0]))
-                pairs = [(tok.decode([int(t)]), float(v)) for v, t in zip(top.values, top.indices)]
-                p = result_probability(pairs)
-                p = 0.0 if p is None else p
+                if self.whole_labels:
+                    p = label_sequence_probability(self._label_logprob("Result", logp, past),
+                                                   self._label_logprob("Think", logp, past))
+                else:
+                    top = torch.topk(logp, min(self.top_k, logp.shape[0]))
+                    pairs = [(tok.decode([int(t)]), float(v)) for v, t in zip(top.values, top.indices)]
+                    p = result_probability(pairs)
+                    p = 0.0 if p is None else p
                 probs.append(p)
                 label = "Result" if p >= 0.5 else "Think"
                 follow = f" {label}" + (f"\n\n[{i + 2}]." if i + 1 < len(chunks) else "")
                 pending = tok(follow, add_special_tokens=False)["input_ids"]
         return probs
+
+
+    def _label_logprob(self, name: str, first: Any, past: Any) -> float:
+        """log P(label text `name` | the reply so far): `first` (V,) is the next-token distribution at the
+        label position and `past` its cache, which is cropped back afterwards."""
+        import torch
+
+        from aha.models import cache_keyword
+
+        ids = self.label_ids[name]
+        total = float(first[ids[0]])
+        if len(ids) > 1:
+            device = next(self.model.parameters()).device
+            out = self.model(input_ids=torch.tensor([ids[:-1]], device=device), use_cache=True,
+                             **{cache_keyword(self.model): past})
+            logp = torch.log_softmax(out.logits[0].float(), dim=-1)  # (len(ids) - 1, V)
+            total += float(sum(logp[k, ids[k + 1]] for k in range(len(ids) - 1)))
+            past.crop(-(len(ids) - 1))  # a negative count drops that many positions, in old and new transformers
+        return total
 
 
 def make_detector(labeler: str, task: Any, task_name: str = "", device: str | None = None) -> Any:

@@ -13,6 +13,7 @@
     OMP_NUM_THREADS=1 python benchmarks/rea_rl_cpu.py --start DEMO_DIR/sft/model --out runs/rea-rl-cpu \
         [--sft-steps 100] [--rl-steps 40] [--prompts 8] [--lr 5e-5] [--temperature 0.6]
         [--pair-loss mean|max]   # a fourth way: REA-RL with the released optional pair term (rea_rl_pair)
+        [--labeler FOLDER]       # and REA-RL with a trained reflection model as the detector (rea_rl_model)
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ def main() -> None:
     p.add_argument("--pair-loss", choices=["mean", "max"], default=None,
                    help="also train REA-RL with the released optional pair term (rollout.revision.pair_loss), "
                         "as method rea_rl_pair")
+    p.add_argument("--labeler", default=None,
+                   help="also train REA-RL with this reflection-model folder as the detector instead of the oracle "
+                        "(benchmarks/reflection_model_cpu.py trains one), as method rea_rl_model")
     p.add_argument("--only", nargs="*", default=[], help="run only these stages (sft, start, grpo, grpo_len, rea_rl; eval = evaluate every trained model again, "
                    "e.g. with another --eval-limit)")
     args = p.parse_args()
@@ -118,6 +122,8 @@ def main() -> None:
     }
     if args.pair_loss:
         methods["rea_rl_pair"] = [*methods["rea_rl"], f"rollout.revision.pair_loss={args.pair_loss}"]
+    if args.labeler:
+        methods["rea_rl_model"] = [*methods["rea_rl"], f"rollout.revision.labeler={args.labeler}"]
     for name, extra in methods.items():
         if stage(name):
             t = time.time()
@@ -126,7 +132,7 @@ def main() -> None:
         if stage(name) or (stage("eval") and (out / name / "model").is_dir()):
             evaluate(name, out / name / "model")
     (out / "seconds.json").write_text(json.dumps(seconds, indent=2))
-    evals = [str(out / "eval" / n) for n in ("start", "grpo", "grpo_len", "rea_rl", "rea_rl_pair")
+    evals = [str(out / "eval" / n) for n in ("start", "grpo", "grpo_len", "rea_rl", "rea_rl_pair", "rea_rl_model")
              if (out / "eval" / n).is_dir()]
     if len(evals) > 1:
         aha(["compare", *evals, "--out", str(out / "compare"), "--no-plots"])

@@ -544,3 +544,20 @@ def test_missing_reflection_model_folder_is_a_clear_error(kk):
 
     with pytest.raises(AhaError, match="does not exist"):
         make_detector("models/missing", kk[0])
+
+
+def test_labeller_agreement_figures_by_hand():
+    from benchmarks.reflection_model_cpu import agreement
+
+    rows = [
+        # a correct response of 6 chunks, the answer reached in chunk 2: the oracle's normal cut is the first
+        # Result at or after N/2 = 3 -> 3; the labeller's Results start at 4 -> cut 4 (one later)
+        {"p_result": [0, 0, 1, 1, 1, 1], "correct": True},
+        # a wrong one of 4 chunks: no Result from either, both cut at the cap 4 - 1 - int(0.7) = 3
+        {"p_result": [0, 0, 0, 0], "correct": False},
+    ]
+    labeller = [[0, 0, 0, 0, 1, 1], [0, 0, 0, 0]]
+    got = agreement(rows, labeller)
+    assert got["label_agreement"] == pytest.approx(8 / 10)  # chunks 2 and 3 of the first response differ
+    assert (got["all/same_cut"], got["all/mean_abs_cut_diff"], got["all/later"], got["all/earlier"]) == (0.5, 0.5, 0.5, 0.0)
+    assert (got["correct/responses"], got["correct/same_cut"], got["correct/mean_abs_cut_diff"]) == (1.0, 0.0, 1.0)

@@ -217,7 +217,6 @@ class ReflectionModelDetector:
                 pending = tok(follow, add_special_tokens=False)["input_ids"]
         return probs
 
-
     def _label_logprob(self, name: str, first: Any, past: Any) -> float:
         """log P(label text `name` | the reply so far): `first` (V,) is the next-token distribution at the
         label position and `past` its cache, which is cropped back afterwards."""

@@ -39,6 +39,23 @@ def overthinking_trace(ex) -> str:
     return "<think>" + "\n\n".join(lines + again + again) + "</think>" + rest
 
 
+def revision_outcomes(run: Path) -> dict[str, int]:
+    """Over a revising run's saved rollouts (each original followed by its revision or stand-in): how
+    many revisions were right or wrong, split by whether their original was right."""
+    from aha.runs import read_jsonl
+
+    counts = {"revision_right_original_right": 0, "revision_right_original_wrong": 0,
+              "revision_wrong_original_right": 0, "revision_wrong_original_wrong": 0}
+    for f in sorted((run / "rollouts").glob("step_*.jsonl")):
+        rows = read_jsonl(f)
+        for original, revision in zip(rows[::2], rows[1::2]):
+            if revision.get("kind") == "revision":
+                key = (f"revision_{'right' if revision['correct'] else 'wrong'}_"
+                       f"original_{'right' if original['correct'] else 'wrong'}")
+                counts[key] += 1
+    return counts if any(counts.values()) else {}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--start", required=True, help="model folder to start from (the demo's SFT model)")
@@ -59,7 +76,8 @@ def main() -> None:
                    help="also train REA-RL with this reflection-model folder as the detector instead of the oracle "
                         "(benchmarks/reflection_model_cpu.py trains one), as method rea_rl_model")
     p.add_argument("--only", nargs="*", default=[], help="run only these stages (sft, start, grpo, grpo_len, rea_rl; eval = evaluate every trained model again, "
-                   "e.g. with another --eval-limit)")
+                   "e.g. with another --eval-limit; any other word, e.g. report, only redoes the comparison and "
+                   "revision_outcomes.json)")
     args = p.parse_args()
 
     from aha.cli import main as aha
@@ -132,6 +150,11 @@ def main() -> None:
         if stage(name) or (stage("eval") and (out / name / "model").is_dir()):
             evaluate(name, out / name / "model")
     (out / "seconds.json").write_text(json.dumps(seconds, indent=2))
+    outcomes = {name: revision_outcomes(out / name) for name in ("rea_rl", "rea_rl_pair", "rea_rl_model")
+                if (out / name / "rollouts").is_dir()}
+    outcomes = {k: v for k, v in outcomes.items() if v}
+    if outcomes:
+        (out / "revision_outcomes.json").write_text(json.dumps(outcomes, indent=2))
     evals = [str(out / "eval" / n) for n in ("start", "grpo", "grpo_len", "rea_rl", "rea_rl_pair", "rea_rl_model")
              if (out / "eval" / n).is_dir()]
     if len(evals) > 1:
